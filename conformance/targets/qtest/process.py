@@ -1,0 +1,255 @@
+"""Starting and stopping the QEMU process behind a qtest target.
+
+QEMU runs with no firmware of its own: ``-bios`` points at 64 KiB of HLT
+instructions, so the vCPU stops at the reset vector and never enumerates PCI
+or touches the DUT; the suite is the only "guest".  qtest is enabled with
+``-qtest unix:PATH`` (docs/devel/qtest.rst).  QEMU connects to sockets this
+module listens on, so there is no race on socket files appearing.
+
+Every QEMU is started in its own process group, killed on :meth:`close`, and
+killed again at interpreter exit (atexit) in case a caller forgot; when it is
+started from the main thread it also gets PR_SET_PDEATHSIG, so it dies with us
+even when we are SIGKILLed.
+"""
+
+from __future__ import annotations
+
+import atexit
+import collections
+import contextlib
+import ctypes
+import os
+import select
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+import weakref
+from collections.abc import Sequence
+
+from .errors import TargetStartError
+
+HLT_BIOS_SIZE = 64 * 1024
+HLT = b"\xf4"
+STDERR_LINES = 50
+
+_live: weakref.WeakSet[QemuProcess] = weakref.WeakSet()
+
+
+def _kill_all_at_exit() -> None:
+    for proc in list(_live):
+        proc.close()
+
+
+atexit.register(_kill_all_at_exit)
+
+
+class StderrRing:
+    """Drains a pipe in a thread and keeps its last lines.
+
+    QEMU blocks when its stderr pipe is full, so someone must always read it.
+    """
+
+    def __init__(self, pipe, maxlen: int = STDERR_LINES):
+        self.lines: collections.deque[str] = collections.deque(maxlen=maxlen)
+        self._pipe = pipe
+        self._thread = threading.Thread(target=self._run, name="qemu-stderr", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            for raw in iter(self._pipe.readline, b""):
+                self.lines.append(raw.decode("utf-8", "replace").rstrip("\r\n"))
+        with contextlib.suppress(OSError):
+            self._pipe.close()
+
+    def join(self, timeout: float) -> None:
+        self._thread.join(timeout)
+
+    def tail(self, n: int = 10) -> list[str]:
+        return list(self.lines)[-n:]
+
+
+def _noise(line: str) -> bool:
+    # QEMU 7.2 prints this GLib warning at exit when qtest logging is off; it
+    # says nothing about why QEMU stopped.
+    return "g_timer_elapsed" in line or not line.strip()
+
+
+def _set_pdeathsig() -> None:  # runs in the child between fork and exec
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def resolve_binary(path: str) -> str:
+    """The executable for ``path`` (a file name is looked up on PATH)."""
+    found = shutil.which(path) if os.sep not in path else (
+        path if os.path.isfile(path) and os.access(path, os.X_OK) else None)
+    if not found:
+        raise TargetStartError(f"QEMU binary not found: {path}")
+    return found
+
+
+def describe_exit(returncode: int | None) -> str:
+    if returncode is None:
+        return "QEMU is still running"
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        return f"QEMU was killed by {name}"
+    return f"QEMU exited with status {returncode}"
+
+
+class QemuProcess:
+    """A running QEMU with a connected qtest socket and a connected QMP socket.
+
+    ``argv_tail`` are the machine/device arguments; this class adds the
+    binary, ``-bios``, ``-qtest``, ``-qtest-log`` and ``-qmp``.
+    """
+
+    def __init__(self, binary: str, argv_tail: Sequence[str], *, start_timeout: float = 30.0,
+                 workdir: str | None = None):
+        self.binary = resolve_binary(binary)
+        self._own_workdir = workdir is None
+        self.workdir = workdir or tempfile.mkdtemp(prefix="vbc-qtest-")
+        self.proc: subprocess.Popen | None = None
+        self.stderr: StderrRing | None = None
+        self.qtest_sock: socket.socket | None = None
+        self.qmp_sock: socket.socket | None = None
+        self._closed = False
+        bios = os.path.join(self.workdir, "hlt.bin")
+        with open(bios, "wb") as f:
+            f.write(HLT * HLT_BIOS_SIZE)
+        qtest_path = os.path.join(self.workdir, "qtest.sock")
+        qmp_path = os.path.join(self.workdir, "qmp.sock")
+        self.argv = [
+            self.binary, "-nodefaults", "-display", "none", "-bios", bios,
+            "-qtest", f"unix:{qtest_path}", "-qtest-log", "/dev/null",
+            "-qmp", f"unix:{qmp_path}", *argv_tail,
+        ]
+        listeners = [self._listen(qtest_path), self._listen(qmp_path)]
+        try:
+            self._spawn()
+            self.qtest_sock, self.qmp_sock = self._accept(listeners, start_timeout)
+        except BaseException:
+            self.close()
+            raise
+        finally:
+            for sock in listeners:
+                sock.close()
+
+    @property
+    def command_line(self) -> str:
+        return shlex.join(self.argv)
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    @staticmethod
+    def _listen(path: str) -> socket.socket:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.bind(path)
+        sock.listen(1)
+        return sock
+
+    def _spawn(self) -> None:
+        main = threading.current_thread() is threading.main_thread()
+        try:
+            self.proc = subprocess.Popen(
+                self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT, cwd=self.workdir, start_new_session=True,
+                # PDEATHSIG follows the *thread* that forked; only safe from the main thread.
+                preexec_fn=_set_pdeathsig if main else None,
+            )
+        except OSError as exc:
+            raise TargetStartError(f"cannot run QEMU {self.binary}: {exc.strerror}") from None
+        _live.add(self)
+        self.stderr = StderrRing(self.proc.stdout)
+
+    def _accept(self, listeners: list[socket.socket],
+                timeout: float) -> tuple[socket.socket, socket.socket]:
+        conns: dict[socket.socket, socket.socket] = {}
+        deadline = time.monotonic() + timeout
+        while len(conns) < len(listeners):
+            if self.proc.poll() is not None:
+                raise self.start_error()
+            if time.monotonic() > deadline:
+                raise TargetStartError(
+                    f"QEMU did not connect its qtest/QMP sockets within {timeout:g}s")
+            waiting = [s for s in listeners if s not in conns]
+            ready, _, _ = select.select(waiting, [], [], 0.05)
+            for sock in ready:
+                conns[sock], _ = sock.accept()
+        return conns[listeners[0]], conns[listeners[1]]
+
+    def error_line(self) -> str | None:
+        """QEMU's own explanation, e.g. ``qemu-system-x86_64: -device foo: ...``."""
+        lines = [ln for ln in (self.stderr.lines if self.stderr else []) if not _noise(ln)]
+        prog = os.path.basename(self.binary) + ":"
+        for line in lines:
+            if line.startswith(prog):
+                return line
+        return lines[-1] if lines else None
+
+    def start_error(self) -> TargetStartError:
+        """A one-line error for a QEMU that exited during start-up."""
+        rc = self.wait_exit(5.0)
+        line = self.error_line()
+        why = describe_exit(rc)
+        return TargetStartError(f"{why} at start: {line}" if line else f"{why} at start")
+
+    def wait_exit(self, timeout: float) -> int | None:
+        """Wait up to ``timeout`` for QEMU to exit (and its stderr to drain)."""
+        if not self.proc:
+            return None
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout)
+        if self.proc.returncode is not None and self.stderr:
+            self.stderr.join(1.0)
+        return self.proc.returncode
+
+    def diagnose(self) -> str:
+        """Exit status and last stderr lines, for errors raised mid-session."""
+        rc = self.wait_exit(1.0)
+        text = describe_exit(rc)
+        tail = [ln for ln in (self.stderr.tail(10) if self.stderr else []) if not _noise(ln)]
+        if tail:
+            text += "; last QEMU stderr lines:\n  " + "\n  ".join(tail)
+        else:
+            text += "; QEMU printed nothing on stderr"
+        return text
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def close(self) -> None:
+        """Kill QEMU (whole process group), reap it and remove the work dir; idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        for sock in (self.qtest_sock, self.qmp_sock):
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.close()
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(self.proc.pid, signal.SIGTERM)
+                try:
+                    self.proc.wait(3.0)
+                except subprocess.TimeoutExpired:
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        os.killpg(self.proc.pid, signal.SIGKILL)
+                    self.proc.wait()
+            if self.stderr:
+                self.stderr.join(1.0)
+        _live.discard(self)
+        if self._own_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
