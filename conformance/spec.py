@@ -331,3 +331,77 @@ VIRTIO_BLK_PRE_EOL_INFO_UNDEFINED = 0
 VIRTIO_BLK_PRE_EOL_INFO_NORMAL = 1
 VIRTIO_BLK_PRE_EOL_INFO_WARNING = 2
 VIRTIO_BLK_PRE_EOL_INFO_URGENT = 3
+
+
+# --- added for the reference device ----------------------------------------------
+# PCI type-0 header details the device model needs (PCI Local Bus 3.0, 6.1-6.2)
+PCI_CACHE_LINE_SIZE = 0x0C
+PCI_LATENCY_TIMER = 0x0D
+PCI_HEADER_TYPE_NORMAL = 0x00
+PCI_NUM_BARS = 6
+PCI_COMMAND_PARITY = 0x40
+PCI_COMMAND_SERR = 0x100
+PCI_BASE_ADDRESS_MEM_MASK = 0xFFFFFFF0
+PCI_CLASS_STORAGE_OTHER = 0x0180  # base class 0x01 (mass storage), subclass 0x80 (other)
+PCI_CLASS_STORAGE_SCSI = 0x0100
+PCI_INTERRUPT_PIN_INTA = 1
+PCI_CAP_LIST_START = 0x40  # first byte after the type-0 header
+
+# 4.1.2.1: non-transitional devices SHOULD have revision >= 1, subsystem id >= 0x40
+VIRTIO_PCI_MODERN_MIN_REVISION = 1
+VIRTIO_PCI_MODERN_MIN_SUBSYSTEM_ID = 0x40
+
+# 4.1.4.3: the highest valid MSI-X table entry number a vector register can hold
+VIRTIO_MSI_MAX_VECTOR = 0x7FF
+MSIX_MAX_VECTORS = 2048
+
+# 2.9 Driver Notifications: layout of the 32-bit value with VIRTIO_F_NOTIFICATION_DATA
+NOTIFY_DATA_VQN_MASK = 0xFFFF
+NOTIFY_DATA_NEXT_OFF_SHIFT = 16
+NOTIFY_DATA_NEXT_OFF_MASK = 0x7FFF
+NOTIFY_DATA_NEXT_WRAP_SHIFT = 31
+
+# 2.7.5 struct virtq_desc field offsets
+SPLIT_DESC_ADDR = 0
+SPLIT_DESC_LEN = 8
+SPLIT_DESC_FLAGS = 12
+SPLIT_DESC_NEXT = 14
+# 2.7.6 / 2.7.8 ring field offsets
+SPLIT_AVAIL_FLAGS = 0
+SPLIT_AVAIL_IDX = 2
+SPLIT_AVAIL_RING = 4
+SPLIT_USED_FLAGS = 0
+SPLIT_USED_IDX = 2
+SPLIT_USED_RING = 4
+
+# 2.8.13 struct pvirtq_desc field offsets
+PACKED_DESC_ADDR = 0
+PACKED_DESC_LEN = 8
+PACKED_DESC_ID = 12
+PACKED_DESC_FLAGS = 14
+PACKED_DESC_SIZE = 16
+# 2.8.14 struct pvirtq_event_suppress
+PACKED_EVENT_OFF_WRAP = 0
+PACKED_EVENT_FLAGS = 2
+PACKED_EVENT_OFF_MASK = 0x7FFF
+PACKED_EVENT_WRAP_SHIFT = 15
+RING_EVENT_FLAGS_MASK = 0x3
+MAX_PACKED_QUEUE_SIZE = 32768  # 2.8: packed virtqueues support up to 2^15 entries
+
+# 5.2.4 padding bytes of struct virtio_blk_config
+BLK_CFG_UNUSED0 = 33
+BLK_CFG_UNUSED1 = 57
+BLK_SERIAL_DEFAULT_MAX = VIRTIO_BLK_ID_BYTES
+
+# 5.2.6 struct virtio_blk_discard_write_zeroes field offsets and flags
+BLK_SEGMENT_SECTOR = 0
+BLK_SEGMENT_NUM_SECTORS = 8
+BLK_SEGMENT_FLAGS = 12
+VIRTIO_BLK_SEGMENT_FLAG_RESERVED_MASK = 0xFFFFFFFE
+VIRTIO_BLK_LIFETIME_EST_MAX = 11  # 5.2.6: values above 11 are reserved
+
+# 5.2.6.3 Legacy Interface: Device Operation (not accepted by a modern device)
+VIRTIO_BLK_T_SCSI_CMD = 2
+VIRTIO_BLK_T_SCSI_CMD_OUT = 3
+VIRTIO_BLK_T_FLUSH_OUT = 5
+VIRTIO_BLK_T_BARRIER = 0x80000000

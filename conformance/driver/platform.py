@@ -17,7 +17,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 
 class PlatformError(Exception):
@@ -112,8 +112,8 @@ class Poll:
         return f"([{self.addr:#x}]/{self.size} & {self.mask:#x}) {op} {self.value:#x}"
 
 
-Op = Union[ConfigRead, ConfigWrite, BarRead, BarWrite, MemRead, MemWrite, Poll]
-Result = Union[int, bytes, None]
+Op = ConfigRead | ConfigWrite | BarRead | BarWrite | MemRead | MemWrite | Poll
+Result = int | bytes | None
 
 
 def int_from_le(data: bytes) -> int:
@@ -188,5 +188,5 @@ class Platform(abc.ABC):
         """Facts about the target for reports (versions, command lines, ...)."""
         return {}
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 (an optional hook, not abstract)
         """Release the target's resources; idempotent."""

@@ -1,0 +1,43 @@
+"""Assertions for conformance cases, with messages that say what the spec wanted.
+
+Each helper raises ``AssertionError`` with one readable line (the pytest
+report shows it as the failure), so a case reads as a list of requirements.
+"""
+
+from __future__ import annotations
+
+from conformance import spec
+from conformance.driver.blk import BlkCompletion
+from conformance.pattern import describe_mismatch
+
+
+def expect_status(c: BlkCompletion, status: int, why: str = "") -> None:
+    want = spec.BLK_STATUS_NAMES.get(status, str(status))
+    kind = spec.REQUEST_TYPE_NAMES.get(c.request.type, f"type {c.request.type}")
+    assert c.status == status, (
+        f"{kind} at sector {c.request.sector}: status {c.status_name}, expected {want}"
+        + (f" ({why})" if why else ""))
+
+
+def expect_used_len(c: BlkCompletion, length: int) -> None:
+    """2.7.8.2 / 2.8.21: used length is the number of bytes written to the writable buffers."""
+    kind = spec.REQUEST_TYPE_NAMES.get(c.request.type, f"type {c.request.type}")
+    assert c.used_len == length, (
+        f"{kind}: used length {c.used_len}, expected {length} (bytes the device wrote into "
+        f"the device-writable buffers, status byte included)")
+
+
+def expect_guards(c: BlkCompletion) -> None:
+    assert c.guards_intact, "the device wrote outside the request's device-writable buffers"
+
+
+def expect_data(actual: bytes, expected: bytes, what: str, base_offset: int = 0) -> None:
+    if actual != expected:
+        raise AssertionError(f"{what}: {describe_mismatch(expected, actual, base_offset)}")
+
+
+def expect_ok(c: BlkCompletion, data_len: int = 0) -> None:
+    """Status OK, exact used length for ``data_len`` written bytes plus status, guards intact."""
+    expect_status(c, spec.VIRTIO_BLK_S_OK)
+    expect_used_len(c, data_len + 1)
+    expect_guards(c)

@@ -1,0 +1,373 @@
+"""The virtio-blk driver: configuration layout and requests (5.2 Block Device).
+
+A :class:`BlkRequest` says what to send and how to lay it out in descriptors;
+:meth:`BlkDevice.submit` places a burst of requests, notifies once and collects
+the completions, in as few Platform round trips as the ring allows.  Nothing
+is asserted here: completions carry the raw facts (status byte, used length,
+data, whether guard bytes around the buffers survived) and the cases judge.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from conformance import spec
+from conformance.driver.device import (
+    DRIVER_TRANSPORT_FEATURES,
+    FeatureNotOffered,
+    VirtioPciDevice,
+)
+from conformance.driver.platform import MemRead, MemWrite, Op, Platform, PollTimeout
+from conformance.driver.virtqueue import Buffer, QueueTimeout, UsedElem, Virtqueue
+
+#: Block features this driver understands (5.2.3); legacy and zoned bits are left out.
+DRIVER_BLK_FEATURES = sum(1 << b for b in (
+    spec.VIRTIO_BLK_F_SIZE_MAX, spec.VIRTIO_BLK_F_SEG_MAX, spec.VIRTIO_BLK_F_GEOMETRY,
+    spec.VIRTIO_BLK_F_RO, spec.VIRTIO_BLK_F_BLK_SIZE, spec.VIRTIO_BLK_F_FLUSH,
+    spec.VIRTIO_BLK_F_TOPOLOGY, spec.VIRTIO_BLK_F_CONFIG_WCE, spec.VIRTIO_BLK_F_MQ,
+    spec.VIRTIO_BLK_F_DISCARD, spec.VIRTIO_BLK_F_WRITE_ZEROES, spec.VIRTIO_BLK_F_LIFETIME,
+    spec.VIRTIO_BLK_F_SECURE_ERASE,
+))
+DRIVER_FEATURES = DRIVER_TRANSPORT_FEATURES | DRIVER_BLK_FEATURES
+
+POISON = 0xA5  # fills device-writable buffers: never a valid status byte
+GUARD = b"\xde\xad\xbe\xef" * 4  # 16 bytes before and after every writable buffer
+
+
+@dataclass(frozen=True)
+class BlkConfig:
+    """struct virtio_blk_config (5.2.4), read consistently (2.5.1)."""
+
+    raw: bytes
+    generation: int
+
+    def u8(self, off: int) -> int:
+        return self.raw[off]
+
+    def u16(self, off: int) -> int:
+        return int.from_bytes(self.raw[off:off + 2], "little")
+
+    def u32(self, off: int) -> int:
+        return int.from_bytes(self.raw[off:off + 4], "little")
+
+    @property
+    def capacity(self) -> int:
+        return int.from_bytes(self.raw[0:8], "little")
+
+    @property
+    def num_queues(self) -> int:
+        return self.u16(spec.BLK_CFG_NUM_QUEUES)
+
+
+def pack_header(type_: int, sector: int = 0, reserved: int = 0) -> bytes:
+    """struct virtio_blk_req's driver-readable header (5.2.6)."""
+    return struct.pack("<IIQ", type_, reserved, sector)
+
+
+def pack_segment(sector: int, num_sectors: int, flags: int = 0) -> bytes:
+    """struct virtio_blk_discard_write_zeroes (5.2.6)."""
+    return struct.pack("<QII", sector, num_sectors, flags)
+
+
+@dataclass
+class BlkRequest:
+    """One request and its descriptor layout.
+
+    The readable part is ``header`` (default: packed from type/sector/reserved)
+    followed by ``data``; the writable part is ``read_len`` bytes followed by the
+    status byte.  ``readable_split`` / ``writable_split`` give descriptor lengths
+    (summing to each part's size); by default header and data get one
+    descriptor each, and so do read data and status (the common Linux layout).
+    """
+
+    type: int
+    sector: int = 0
+    data: bytes = b""
+    read_len: int = 0
+    reserved: int = 0
+    header: bytes | None = None
+    readable_split: Sequence[int] | None = None
+    writable_split: Sequence[int] | None = None
+    indirect: bool = False
+
+    @property
+    def readable(self) -> bytes:
+        head = self.header if self.header is not None else pack_header(
+            self.type, self.sector, self.reserved)
+        return head + self.data
+
+    @property
+    def writable_len(self) -> int:
+        return self.read_len + 1
+
+    def buffer_lengths(self) -> tuple[list[int], list[int]]:
+        readable = self.readable
+        if self.readable_split is not None:
+            r = list(self.readable_split)
+        else:
+            head_len = len(readable) - len(self.data)
+            r = [head_len] + ([len(self.data)] if self.data else [])
+        if self.writable_split is not None:
+            w = list(self.writable_split)
+        else:
+            w = ([self.read_len] if self.read_len else []) + [1]
+        if sum(r) != len(readable) or sum(w) != self.writable_len:
+            raise ValueError(f"descriptor split {r}/{w} does not cover "
+                             f"{len(readable)}/{self.writable_len} bytes")
+        return r, w
+
+
+@dataclass
+class BlkCompletion:
+    """What the device did with one request."""
+
+    request: BlkRequest
+    status: int
+    used_len: int
+    data: bytes
+    guards_intact: bool
+    id: int = 0
+    queue: int = 0
+
+    @property
+    def status_name(self) -> str:
+        if self.status == POISON:
+            return "not written"
+        return spec.BLK_STATUS_NAMES.get(self.status, f"{self.status:#x}")
+
+
+def read_request(sector: int, nbytes: int, **kw) -> BlkRequest:
+    return BlkRequest(spec.VIRTIO_BLK_T_IN, sector, read_len=nbytes, **kw)
+
+
+def write_request(sector: int, data: bytes, **kw) -> BlkRequest:
+    return BlkRequest(spec.VIRTIO_BLK_T_OUT, sector, data=bytes(data), **kw)
+
+
+def flush_request(**kw) -> BlkRequest:
+    return BlkRequest(spec.VIRTIO_BLK_T_FLUSH, **kw)
+
+
+def get_id_request(**kw) -> BlkRequest:
+    return BlkRequest(spec.VIRTIO_BLK_T_GET_ID, read_len=spec.VIRTIO_BLK_ID_BYTES, **kw)
+
+
+def segments_request(type_: int, segments: Sequence[tuple[int, int, int]], **kw) -> BlkRequest:
+    """DISCARD / WRITE_ZEROES / SECURE_ERASE with (sector, num_sectors, flags) segments."""
+    return BlkRequest(type_, data=b"".join(pack_segment(*s) for s in segments), **kw)
+
+
+@dataclass
+class _Prepared:
+    request: BlkRequest
+    readable_addr: int
+    writable_addr: int  # address of the first writable byte (after the front guard)
+    buffers: list[Buffer] = field(default_factory=list)
+
+
+class BlkDevice:
+    """A virtio-blk-pci device driven through a Platform."""
+
+    def __init__(self, platform: Platform, timeout: float = 10.0):
+        self.virtio = VirtioPciDevice(platform)
+        self.platform = platform
+        self.timeout = timeout
+        self.config: BlkConfig | None = None
+
+    # --- convenience views --------------------------------------------------------
+    @property
+    def transport(self):
+        return self.virtio.transport
+
+    @property
+    def queues(self) -> list[Virtqueue]:
+        return self.virtio.queues
+
+    @property
+    def offered(self) -> int:
+        return self.virtio.offered or self.transport.device_features()
+
+    def offers(self, bit: int) -> bool:
+        return bool(self.offered >> bit & 1)
+
+    def has(self, bit: int) -> bool:
+        return self.virtio.has(bit)
+
+    # --- bring-up -------------------------------------------------------------------
+    def init(self, *, require: Sequence[int] = (), exclude: Sequence[int] = (),
+             features: int | None = None, num_queues: int = 1, queue_size: int | None = None,
+             packed: bool = False, msix: bool = True, driver_ok: bool = True) -> BlkDevice:
+        """Initialize the device the way 3.1.1 describes.
+
+        ``features`` (default: everything offered that this driver implements,
+        without RING_PACKED unless ``packed``) minus ``exclude``; every bit in
+        ``require`` must be offered or :class:`FeatureNotOffered` is raised.
+        """
+        offered = self.transport.device_features()
+        for bit in list(require) + ([spec.VIRTIO_F_RING_PACKED] if packed else []):
+            if not offered >> bit & 1:
+                raise FeatureNotOffered(bit)
+        if features is None:
+            features = offered & DRIVER_FEATURES
+            if not packed:
+                features &= ~(1 << spec.VIRTIO_F_RING_PACKED)
+        for bit in exclude:
+            features &= ~(1 << bit)
+        self.virtio.negotiate(features)
+        if num_queues > 1 and not self.has(spec.VIRTIO_BLK_F_MQ):
+            raise FeatureNotOffered(spec.VIRTIO_BLK_F_MQ)
+        msix_dev = self.virtio.msix if msix else None
+        if msix_dev is not None:
+            msix_dev.enable()
+            self.transport.common_write(spec.COMMON_MSIX, 2, 0)
+        elif self.virtio.msix is not None:
+            self.virtio.msix.disable()
+        for i in range(num_queues):
+            vector = (1 + i) % msix_dev.cap.table_size if msix_dev is not None else None
+            self.virtio.setup_queue(i, size=queue_size, packed=packed, vector=vector)
+        if driver_ok:
+            self.virtio.driver_ok()
+        self.config = self.read_config()
+        return self
+
+    def read_config(self, size: int = spec.BLK_CFG_SIZE, retries: int = 16) -> BlkConfig:
+        """Read the whole config consistently: 2.5.1, retry while config_generation moves."""
+        t = self.transport
+        for _ in range(retries):
+            before = t.config_generation
+            raw = b"".join(t.config_read(off, 4).to_bytes(4, "little") for off in range(0, size, 4))
+            if t.config_generation == before:
+                return BlkConfig(raw[:size], before)
+        raise QueueTimeout(f"config_generation kept changing over {retries} reads (2.5.1)")
+
+    # --- requests -------------------------------------------------------------------
+    def _prepare(self, req: BlkRequest) -> tuple[_Prepared, list[Op]]:
+        pool = self.virtio.pool
+        r_split, w_split = req.buffer_lengths()
+        readable = req.readable
+        r_addr = pool.alloc(len(readable), 16)
+        w_total = req.writable_len
+        w_block = pool.alloc(w_total + 2 * len(GUARD), 16)
+        w_addr = w_block + len(GUARD)
+        ops: list[Op] = [
+            MemWrite(r_addr, readable),
+            MemWrite(w_block, GUARD + bytes([POISON]) * w_total + GUARD),
+        ]
+        prep = _Prepared(req, r_addr, w_addr)
+        pos = 0
+        for n in r_split:
+            prep.buffers.append(Buffer(r_addr + pos, n, False))
+            pos += n
+        pos = 0
+        for n in w_split:
+            prep.buffers.append(Buffer(w_addr + pos, n, True))
+            pos += n
+        return prep, ops
+
+    def _release(self, prep: _Prepared) -> None:
+        self.virtio.pool.free(prep.readable_addr)
+        self.virtio.pool.free(prep.writable_addr - len(GUARD))
+
+    def _complete(self, prep: _Prepared, used: UsedElem, region: bytes,
+                  queue: int) -> BlkCompletion:
+        g = len(GUARD)
+        body = region[g:-g]
+        self._release(prep)
+        return BlkCompletion(
+            request=prep.request,
+            status=body[-1],
+            used_len=used.length,
+            data=bytes(body[:-1]),
+            guards_intact=region[:g] == GUARD and region[-g:] == GUARD,
+            id=used.id,
+            queue=queue,
+        )
+
+    def _region_op(self, prep: _Prepared) -> MemRead:
+        g = len(GUARD)
+        return MemRead(prep.writable_addr - g, prep.request.writable_len + 2 * g)
+
+    def submit(self, requests: Sequence[BlkRequest], queue: int = 0,
+               timeout: float | None = None) -> list[BlkCompletion]:
+        """Send ``requests`` on ``queue`` in bursts that fit the ring.
+
+        Completions come back in request order.
+        """
+        timeout = self.timeout if timeout is None else timeout
+        q = self.queues[queue]
+        results: list[BlkCompletion | None] = [None] * len(requests)
+        todo = list(enumerate(requests))
+        todo.reverse()
+        while todo:
+            ops: list[Op] = []
+            burst: list[tuple[int, _Prepared]] = []
+            while todo:
+                i, req = todo[-1]
+                r_split, w_split = req.buffer_lengths()
+                needed = 1 if req.indirect else len(r_split) + len(w_split)
+                if q.num_free() < needed:
+                    break
+                todo.pop()
+                prep, fill = self._prepare(req)
+                ops += fill
+                ops += q.add(prep.buffers, (i, prep), indirect=req.indirect)
+                burst.append((i, prep))
+            if not burst:
+                raise ValueError(f"request {todo[-1][0]} needs more descriptors than queue "
+                                 f"{queue} has ({q.size})")
+            ops += q.publish()
+            ops += q.kick()
+            wait = q.wait_ops(len(burst), timeout)
+            first_wait = len(ops)
+            ops += wait
+            # Reading the buffers in the same round trip is only right when the
+            # poll covers every request of the burst.
+            whole_burst = q.waits_for_all(len(burst))
+            if whole_burst:
+                ops += [self._region_op(p) for _, p in burst]
+            try:
+                res = self.platform.execute(ops)
+            except PollTimeout as exc:
+                raise q.timeout_error(exc, len(burst)) from None
+            used = q.collect(res[first_wait + 1])  # type: ignore[arg-type]
+            regions = {}
+            if whole_burst:
+                for k, (i, _) in enumerate(burst):
+                    regions[i] = res[first_wait + len(wait) + k]
+            done = {u.token[0]: u for u in used}
+            missing = [(i, p) for i, p in burst if i not in done]
+            if missing:
+                for u in q.wait(len(missing), timeout):
+                    done[u.token[0]] = u
+                for i, _ in missing:
+                    regions.pop(i, None)  # read before the device finished: read again
+            need_read = [(i, p) for i, p in burst if i not in regions]
+            if need_read:
+                got = self.platform.execute([self._region_op(p) for _, p in need_read])
+                for (i, _), data in zip(need_read, got):
+                    regions[i] = data
+            for i, prep in burst:
+                results[i] = self._complete(prep, done[i], regions[i], queue)  # type: ignore[arg-type]
+        return results  # type: ignore[return-value]
+
+    def submit_one(self, request: BlkRequest, queue: int = 0) -> BlkCompletion:
+        return self.submit([request], queue)[0]
+
+    # --- plain I/O for cases that need data in place ---------------------------------
+    def read(self, sector: int, nbytes: int, queue: int = 0) -> bytes:
+        c = self.submit_one(read_request(sector, nbytes), queue)
+        if c.status != spec.VIRTIO_BLK_S_OK:
+            raise OSError(f"IN of {nbytes} bytes at sector {sector} answered {c.status_name}")
+        return c.data
+
+    def write(self, sector: int, data: bytes, queue: int = 0) -> None:
+        c = self.submit_one(write_request(sector, data), queue)
+        if c.status != spec.VIRTIO_BLK_S_OK:
+            raise OSError(f"OUT of {len(data)} bytes at sector {sector} answered {c.status_name}")
+
+
+def open_device(platform: Platform, **init_kw) -> BlkDevice:
+    """Probe and initialize a virtio-blk device on ``platform``."""
+    return BlkDevice(platform).init(**init_kw)

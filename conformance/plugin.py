@@ -1,0 +1,149 @@
+"""The pytest plugin: target options, per-case fixtures, clause markers, the area summary.
+
+Loaded through the ``pytest11`` entry point, so ``pytest --pyargs
+conformance.cases --target-config FILE`` works as well as ``vblk-conformance
+run``.  Hooks live here; the work they do is in plain functions elsewhere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from conformance.driver.blk import BlkDevice
+from conformance.driver.device import FeatureNotOffered
+from conformance.driver.platform import Platform
+from conformance.summary import format_area_summary, is_case
+from conformance.targets import (
+    Target,
+    TargetConfigError,
+    TargetError,
+    TargetSpec,
+    load_target_file,
+    open_target,
+    spec_from_mapping,
+)
+
+_SPEC_KEY = pytest.StashKey[TargetSpec]()
+_TARGET_KEY = pytest.StashKey[Target]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("vblk-conformance", "virtio-blk conformance")
+    group.addoption("--target", default=None, metavar="KIND",
+                    help="target kind with its defaults: reference (default), qtest")
+    group.addoption("--target-config", default=None, metavar="FILE",
+                    help="YAML target file (see README: Target files)")
+
+
+def target_spec_from_options(config: pytest.Config) -> TargetSpec:
+    path = config.getoption("--target-config")
+    kind = config.getoption("--target")
+    if path:
+        spec = load_target_file(path)
+        if kind and kind != spec.kind:
+            raise TargetConfigError(f"--target {kind} contradicts kind {spec.kind!r} in {path}")
+        return spec
+    kind = kind or "reference"
+    return spec_from_mapping({"kind": kind}, f"--target {kind}", kind)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "clause(*ids): the spec requirement(s) a conformance case checks")
+    try:
+        config.stash[_SPEC_KEY] = target_spec_from_options(config)
+    except TargetConfigError as exc:
+        raise pytest.UsageError(str(exc)) from None
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config,
+                                  items: list[pytest.Item]) -> None:
+    """Every case names at least one clause, and every clause it names exists."""
+    from conformance.clauses import load_registry
+
+    cases = [item for item in items if is_case(item.nodeid)]
+    if not cases:
+        return
+    registry = load_registry()
+    problems = []
+    for item in cases:
+        ids = [cid for m in item.iter_markers("clause") for cid in m.args]
+        if not ids:
+            problems.append(f"{item.nodeid}: no @pytest.mark.clause(...) marker")
+        for cid in ids:
+            if cid not in registry:
+                problems.append(f"{item.nodeid}: clause {cid!r} is not in the clause registry")
+    if problems:
+        raise pytest.UsageError("conformance cases without a valid clause:\n  "
+                                + "\n  ".join(problems))
+
+
+# --- fixtures ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def target(pytestconfig: pytest.Config) -> Iterator[Target]:
+    spec = pytestconfig.stash[_SPEC_KEY]
+    try:
+        tgt = open_target(spec)
+    except (TargetConfigError, TargetError) as exc:
+        pytest.exit(str(exc), returncode=4)
+    pytestconfig.stash[_TARGET_KEY] = tgt
+    try:
+        yield tgt
+    finally:
+        tgt.close()
+
+
+@pytest.fixture
+def platform(target: Target, request: pytest.FixtureRequest) -> Iterator[Platform]:
+    plat = target.platform()
+    try:
+        yield plat
+    finally:
+        rep = getattr(request.node, "_vblk_call_report", None)
+        target.release(plat, broken=bool(rep is not None and rep.failed))
+
+
+@pytest.fixture
+def device(platform: Platform, target: Target) -> BlkDevice:
+    """The device under test, probed (BARs, capabilities) but not initialized."""
+    return BlkDevice(platform, timeout=target.timeout)
+
+
+@pytest.fixture
+def blk(device: BlkDevice) -> BlkDevice:
+    """The device initialized with every feature the driver knows, one split queue."""
+    return device.init()
+
+
+# --- outcomes -----------------------------------------------------------------------
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    report = yield
+    if call.excinfo is not None and call.excinfo.errisinstance(FeatureNotOffered):
+        # A case that needs a feature the device does not offer is a skip, not a failure.
+        report.outcome = "skipped"
+        path, lineno, _ = item.reportinfo()
+        report.longrepr = (str(path), (lineno or 0) + 1, f"Skipped: {call.excinfo.value}")
+    if call.when == "call":
+        item._vblk_call_report = report  # type: ignore[attr-defined]
+    return report
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    reports = [r for key in ("passed", "failed", "skipped", "error")
+               for r in terminalreporter.stats.get(key, [])
+               if hasattr(r, "when") and is_case(r.nodeid)]
+    if not reports:
+        return
+    spec = config.stash.get(_SPEC_KEY, None)
+    title = f"conformance summary: target {spec.name} ({spec.kind})" if spec else "conformance"
+    terminalreporter.write_sep("=", title)
+    for line in format_area_summary(reports).splitlines():
+        terminalreporter.write_line(line)
+

@@ -1,0 +1,77 @@
+"""The end-of-run summary: outcomes per spec area, skip reasons spelled out.
+
+Plain functions over pytest reports so the CLI, the plugin and the tests share
+them.  A case's area is its module: ``conformance/cases/test_<area>.py``.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+from typing import Any
+
+CASES_MARK = "conformance/cases/"
+OUTCOMES = ("passed", "failed", "error", "skipped")
+
+
+def is_case(nodeid: str) -> bool:
+    return CASES_MARK in nodeid.replace("\\", "/") or nodeid.startswith("cases/")
+
+
+def area_of_nodeid(nodeid: str) -> str:
+    module = nodeid.split("::", 1)[0].replace("\\", "/").rsplit("/", 1)[-1]
+    return module.removesuffix(".py").removeprefix("test_")
+
+
+def skip_reason(report: Any) -> str:
+    longrepr = report.longrepr
+    if isinstance(longrepr, tuple) and len(longrepr) == 3:
+        return str(longrepr[2]).removeprefix("Skipped: ")
+    return str(longrepr)
+
+
+def case_outcomes(reports: Iterable[Any]) -> dict[str, tuple[str, str]]:
+    """One (outcome, detail) per case from its setup/call/teardown reports."""
+    result: dict[str, tuple[str, str]] = {}
+    rank = {"passed": 0, "skipped": 1, "failed": 2, "error": 3}
+    for r in reports:
+        if r.skipped:
+            outcome, detail = "skipped", skip_reason(r)
+        elif r.failed:
+            outcome = "failed" if r.when == "call" else "error"
+            detail = str(getattr(r, "longreprtext", "") or "").strip().splitlines()[-1:] or [""]
+            detail = detail[0]
+        elif r.when == "call":
+            outcome, detail = "passed", ""
+        else:
+            continue
+        old = result.get(r.nodeid)
+        if old is None or rank[outcome] > rank[old[0]]:
+            result[r.nodeid] = (outcome, detail)
+    return result
+
+
+def format_area_summary(reports: Iterable[Any]) -> str:
+    outcomes = case_outcomes(reports)
+    per_area: dict[str, Counter] = defaultdict(Counter)
+    skips: dict[str, Counter] = defaultdict(Counter)
+    for nodeid, (outcome, detail) in outcomes.items():
+        area = area_of_nodeid(nodeid)
+        per_area[area][outcome] += 1
+        if outcome == "skipped":
+            skips[area][detail] += 1
+    width = max([len(a) for a in per_area] + [4])
+    lines = [f"{'area':<{width}}  " + "  ".join(f"{o:>7}" for o in OUTCOMES)]
+    total: Counter = Counter()
+    for area in sorted(per_area):
+        c = per_area[area]
+        total.update(c)
+        lines.append(f"{area:<{width}}  " + "  ".join(f"{c[o]:>7}" for o in OUTCOMES))
+    lines.append(f"{'all':<{width}}  " + "  ".join(f"{total[o]:>7}" for o in OUTCOMES))
+    for area in sorted(skips):
+        for reason, n in skips[area].most_common():
+            lines.append(f"skipped in {area}: {n} x {reason}")
+    failing = [(n, d) for n, (o, d) in sorted(outcomes.items()) if o in ("failed", "error")]
+    for nodeid, detail in failing:
+        lines.append(f"FAILED {nodeid}: {detail}"[:240])
+    return "\n".join(lines)
