@@ -135,7 +135,7 @@ class QtestClient:
                         self._recv()
                         self._take_lines(answers)
         except (BrokenPipeError, ConnectionResetError) as exc:
-            self._fail_died(f"connection lost ({exc.strerror})")
+            self._fail_died(f"qtest connection lost ({exc.strerror})")
         for cmd, ans in zip(commands, answers):
             if not ans.startswith("OK"):
                 raise QtestCommandError(cmd, ans)
@@ -154,7 +154,7 @@ class QtestClient:
         except BlockingIOError:
             return
         if not data:
-            self._fail_died("QEMU closed the qtest connection")
+            self._fail_died("qtest connection closed by QEMU")
         self._rbuf += data
 
     def _take_lines(self, answers: list[str]) -> None:
@@ -182,13 +182,15 @@ class QtestClient:
                 self.irq_raises[n] = self.irq_raises.get(n, 0) + 1
 
     def _fail_died(self, what: str) -> None:
-        msg = f"{what}; {self._diagnose()}".rstrip("; ")
+        diag = self._diagnose()
+        msg = f"{what}: {diag}" if diag else what
         self._broken = msg
         raise QemuDiedError(msg)
 
     def _fail_timeout(self, cmd: str, limit: float) -> None:
-        msg = f"QEMU did not answer {cmd[:80]!r} within {limit:g}s; {self._diagnose()}"
-        self._broken = msg.rstrip("; ")
+        msg = f"QEMU did not answer {cmd[:80]!r} within {limit:g}s"
+        diag = self._diagnose()
+        self._broken = f"{msg}: {diag}" if diag else msg
         raise QtestTimeoutError(self._broken)
 
     def close(self) -> None:
