@@ -15,8 +15,10 @@ read while still sending could otherwise deadlock both sides.
 from __future__ import annotations
 
 import base64
+import contextlib
 import selectors
 import socket
+import struct
 import time
 from collections.abc import Callable, Sequence
 
@@ -25,6 +27,9 @@ from .errors import QemuDiedError, QtestCommandError, QtestTimeoutError
 #: Largest single b64read/b64write; bigger transfers are split so no single
 #: line (and no single buffer on either side) grows without bound.
 MAX_BULK = 1 << 20
+#: Batches up to this many bytes are sent whole before reading: they fit in a
+#: Unix socket's send buffer, so QEMU need not read them before we read answers.
+SMALL_BATCH = 64 << 10
 
 _READ = {1: "readb", 2: "readw", 4: "readl", 8: "readq"}
 _WRITE = {1: "writeb", 2: "writew", 4: "writel", 8: "writeq"}
@@ -77,12 +82,16 @@ class QtestClient:
 
     def __init__(self, sock: socket.socket, *, timeout: float = 10.0,
                  diagnose: Callable[[], str] | None = None):
-        sock.setblocking(False)
+        # The socket stays in blocking mode with kernel timeouts (SO_RCVTIMEO/
+        # SO_SNDTIMEO): a plain blocking send/recv is the cheapest round trip
+        # from Python; the large-batch path uses MSG_DONTWAIT per call instead.
+        sock.settimeout(None)
         self._sock = sock
         self._sel = selectors.DefaultSelector()
         self._sel.register(sock, selectors.EVENT_READ)
         self._rbuf = bytearray()
         self._broken: str | None = None
+        self._kernel_timeout: float | None = None
         self.timeout = timeout
         self._diagnose = diagnose or (lambda: "")
         #: Current level of every intercepted IRQ line seen so far (by input number).
@@ -103,43 +112,76 @@ class QtestClient:
         if self._broken:
             raise QemuDiedError(self._broken)
         limit = self.timeout if timeout is None else timeout
-        out = memoryview("".join(c + "\n" for c in commands).encode("ascii"))
+        out = "".join(c + "\n" for c in commands).encode("ascii")
         answers: list[str] = []
-        want = len(commands)
         self.round_trips += 1
-        deadline = time.monotonic() + limit
         try:
-            sent = 0
-            # Try the fast path first: most batches fit in the socket buffer.
-            try:
-                sent = self._sock.send(out)
-            except BlockingIOError:
-                pass
-            if sent < len(out):
-                self._sel.modify(self._sock, selectors.EVENT_READ | selectors.EVENT_WRITE)
-            self._take_lines(answers)
-            while len(answers) < want or sent < len(out):
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    self._fail_timeout(commands[len(answers)] if len(answers) < want else "",
-                                       limit)
-                for _key, events in self._sel.select(remaining):
-                    if events & selectors.EVENT_WRITE and sent < len(out):
-                        try:
-                            sent += self._sock.send(out[sent:sent + (1 << 20)])
-                        except BlockingIOError:
-                            pass
-                        if sent == len(out):
-                            self._sel.modify(self._sock, selectors.EVENT_READ)
-                    if events & selectors.EVENT_READ:
-                        self._recv()
-                        self._take_lines(answers)
+            if len(out) <= SMALL_BATCH:
+                self._exchange_small(out, commands, answers, limit)
+            else:
+                self._exchange_large(memoryview(out), commands, answers, limit)
         except (BrokenPipeError, ConnectionResetError) as exc:
             self._fail_died(f"qtest connection lost ({exc.strerror})")
         for cmd, ans in zip(commands, answers):
             if not ans.startswith("OK"):
                 raise QtestCommandError(cmd, ans)
         return [ans[3:] for ans in answers]
+
+    def _set_kernel_timeout(self, limit: float) -> None:
+        if limit == self._kernel_timeout:
+            return
+        sec = int(limit)
+        tv = struct.pack("ll", sec, int((limit - sec) * 1e6) or (0 if sec else 1))
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, tv)
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, tv)
+        self._kernel_timeout = limit
+
+    def _exchange_small(self, out: bytes, commands: Sequence[str], answers: list[str],
+                        limit: float) -> None:
+        # The whole batch fits in the socket buffer, so sending cannot wait on
+        # QEMU draining its answers: send all, then read.
+        self._set_kernel_timeout(limit)
+        deadline = time.monotonic() + limit
+        try:
+            self._sock.sendall(out)
+            while len(answers) < len(commands):
+                self._recv(0)
+                self._take_lines(answers)
+                if len(answers) < len(commands) and time.monotonic() > deadline:
+                    raise BlockingIOError
+        except BlockingIOError:  # EAGAIN after SO_RCVTIMEO/SO_SNDTIMEO
+            self._fail_timeout(commands[min(len(answers), len(commands) - 1)], limit)
+
+    def _exchange_large(self, out: memoryview, commands: Sequence[str], answers: list[str],
+                        limit: float) -> None:
+        # Send and receive interleaved: QEMU writes each answer synchronously
+        # from its main loop, so it stops reading while we do not read.
+        want = len(commands)
+        deadline = time.monotonic() + limit
+        sent = 0
+        self._sel.modify(self._sock, selectors.EVENT_READ | selectors.EVENT_WRITE)
+        try:
+            while len(answers) < want or sent < len(out):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    self._fail_timeout(commands[min(len(answers), want - 1)], limit)
+                for _key, events in self._sel.select(remaining):
+                    if events & selectors.EVENT_WRITE and sent < len(out):
+                        try:
+                            sent += self._sock.send(out[sent:sent + (1 << 20)],
+                                                    socket.MSG_DONTWAIT)
+                        except BlockingIOError:
+                            pass
+                        if sent == len(out):
+                            self._sel.modify(self._sock, selectors.EVENT_READ)
+                    if events & selectors.EVENT_READ:
+                        with contextlib.suppress(BlockingIOError):
+                            self._recv(socket.MSG_DONTWAIT)
+                        self._take_lines(answers)
+        finally:
+            if sent < len(out):
+                with contextlib.suppress(OSError, ValueError):
+                    self._sel.modify(self._sock, selectors.EVENT_READ)
 
     def command(self, cmd: str) -> str:
         return self.pipeline([cmd])[0]
@@ -148,11 +190,8 @@ class QtestClient:
         """Round trip a no-op so that IRQ lines QEMU emitted before it are seen."""
         self.pipeline(["endianness"])
 
-    def _recv(self) -> None:
-        try:
-            data = self._sock.recv(1 << 20)
-        except BlockingIOError:
-            return
+    def _recv(self, flags: int) -> None:
+        data = self._sock.recv(1 << 20, flags)
         if not data:
             self._fail_died("qtest connection closed by QEMU")
         self._rbuf += data
