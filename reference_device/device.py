@@ -1,0 +1,410 @@
+"""VirtioBlkPci: the reference virtio-blk-pci function, assembled.
+
+Everything the outside world does to the function arrives through four calls:
+``config_read/config_write`` (PCI configuration space) and
+``mmio_read/mmio_write`` (memory cycles, decoded against the BARs as they are
+programmed).  Queue notifications are served synchronously: when
+``mmio_write`` returns, every available buffer has been completed and every
+interrupt raised.  No Python exception ever leaves these four calls; a driver
+error puts the device into DEVICE_NEEDS_RESET instead (2.1.2).
+"""
+
+from __future__ import annotations
+
+import struct
+import traceback
+from pathlib import Path
+
+from conformance import spec
+
+from . import layout as L
+from . import packed_ring, split_ring
+from .blk import BackingFile, BlkEngine
+from .config import DeviceConfig
+from .memory import GuestMemory
+from .msix import Msix
+from .pci import BarSpec, PciConfigSpace, PciIds, install_caps, msix_cap, virtio_cap
+from .transport import Transport
+from .virtqueue import Virtqueue
+
+NO_VECTOR = spec.VIRTIO_MSI_NO_VECTOR
+
+
+class VirtioBlkPci:
+    """One virtio-blk-pci function (non-transitional, device ID 0x1042)."""
+
+    def __init__(self, cfg: DeviceConfig, memory: GuestMemory):
+        self.cfg = cfg
+        self.mem = memory
+        self.offered = cfg.offered_features()
+        self.read_only = bool(self.offered >> spec.VIRTIO_BLK_F_RO & 1)
+        self.backing = BackingFile(cfg, self.read_only)
+        self.engine = BlkEngine(cfg, self.backing)
+        self.capacity = cfg.capacity_sectors
+        self.writeback = cfg.writeback
+        self.needs_reset_reasons: list[str] = []
+        self.internal_errors: list[str] = []  # bugs in this model; tests expect none
+        self._closed = False
+
+        nvec = cfg.msix_table_size
+        bars = [BarSpec(L.VIRTIO_BAR, L.VIRTIO_BAR_SIZE, is64=True, prefetch=True)]
+        if nvec:
+            bars.insert(0, BarSpec(L.MSIX_BAR, L.MSIX_BAR_SIZE))
+        self.pci = PciConfigSpace(_IDS, bars)
+        self._install_caps(nvec)
+        self.msix = Msix(nvec, memory, self._bus_master) if nvec else None
+        self.t = Transport(cfg.num_queues, cfg.queue_size_max, self.offered, nvec,
+                           cfg.notify_off_multiplier, self,
+                           accept_unoffered=cfg.has_defect("accept-unoffered-features"))
+        self._event_idx = False
+        self._indirect = False
+        self._no_wrap_defect = cfg.has_defect("used-idx-no-wrap")
+        self.blkcfg = bytearray(spec.BLK_CFG_SIZE)
+        self._fill_blkcfg()
+
+    # ================================================================ public API
+    def config_read(self, off: int, size: int) -> int:
+        """Read ``size`` (1, 2 or 4) bytes of PCI configuration space."""
+        try:
+            if self._overlaps(off, size, self._cfgcap_data, 4):
+                self._pci_cfg_window_read()
+            return self.pci.read(off, size)
+        except Exception:  # never let a bug escape into the caller
+            self._internal_error("config_read")
+            return 0
+
+    def config_write(self, off: int, size: int, value: int) -> None:
+        """Write ``size`` (1, 2 or 4) bytes of PCI configuration space."""
+        try:
+            old_cmd = self.pci.command
+            self.pci.write(off, size, value)
+            if self._overlaps(off, size, spec.PCI_COMMAND, 2):
+                self._command_changed(old_cmd)
+            if self.msix is not None and self._overlaps(off, size, L.CAP_MSIX + spec.MSIX_CTRL,
+                                                        2):
+                ctrl = self.pci.read(L.CAP_MSIX + spec.MSIX_CTRL, 2)
+                self.msix.set_control(bool(ctrl & spec.MSIX_CTRL_ENABLE),
+                                      bool(ctrl & spec.MSIX_CTRL_FUNCTION_MASK))
+                self._update_intx()
+            if self._overlaps(off, size, self._cfgcap_data, 4):
+                self._pci_cfg_window_write()
+        except Exception:
+            self._internal_error("config_write")
+
+    def mmio_read(self, addr: int, size: int) -> int | None:
+        """A memory read cycle; None if no BAR claims ``addr``."""
+        hit = self.pci.decode(addr)
+        if hit is None:
+            return None
+        try:
+            return self.bar_read(*hit, size)
+        except Exception:
+            self._internal_error("mmio_read")
+            return 0
+
+    def mmio_write(self, addr: int, size: int, value: int) -> bool:
+        """A memory write cycle; False if no BAR claims ``addr``."""
+        hit = self.pci.decode(addr)
+        if hit is None:
+            return False
+        try:
+            self.bar_write(hit[0], hit[1], size, value)
+        except Exception:
+            self._internal_error("mmio_write")
+        return True
+
+    @property
+    def intx_level(self) -> bool:
+        """INTx line: asserted while ISR status is non-zero, MSI-X is off and INTx enabled."""
+        return self._intx_pending() and not self.pci.command & spec.PCI_COMMAND_INTX_DISABLE
+
+    def resize(self, capacity_sectors: int) -> None:
+        """Control plane: change the capacity; config generation and notification follow."""
+        if isinstance(capacity_sectors, bool) or not isinstance(capacity_sectors, int) \
+                or capacity_sectors < 0:
+            raise ValueError(f"capacity must be a non-negative number of sectors, "
+                             f"got {capacity_sectors!r}")
+        self.capacity = capacity_sectors
+        self.engine.capacity = capacity_sectors
+        self.backing.grow_to(capacity_sectors * spec.SECTOR_SIZE)
+        self._fill_blkcfg()
+        self.t.config_generation = (self.t.config_generation + 1) & 0xFF
+        self._config_interrupt()
+
+    @property
+    def backing_path(self) -> Path:
+        return self.backing.path
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self.backing.close()
+
+    def __enter__(self) -> VirtioBlkPci:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---------------------------------------------------- observation helpers
+    def last_notification(self, queue: int) -> int | None:
+        """The value of the last available buffer notification for ``queue`` (2.9)."""
+        return self.t.queues[queue].last_notification
+
+    def queue(self, index: int) -> Virtqueue:
+        return self.t.queues[index]
+
+    @property
+    def status(self) -> int:
+        return self.t.status
+
+    @property
+    def negotiated_features(self) -> int:
+        return self.t.negotiated
+
+    def bar_address(self, bar: int) -> int | None:
+        """Where BAR ``bar`` is programmed (None while unassigned)."""
+        return self.pci.bar_address(bar)
+
+    def bar_read(self, bar: int, off: int, size: int) -> int:
+        """A read at offset ``off`` of BAR ``bar``, whatever its address (no decoding)."""
+        if bar == L.VIRTIO_BAR:
+            region, roff = divmod(off, L.REGION_SIZE)
+            if region == 0:
+                return self.t.common_read(roff, size)
+            if region == 1:
+                if roff != 0:
+                    return 0
+                value = self.t.isr_read()
+                self._update_intx()
+                return value
+            if region == 2:
+                return int.from_bytes(self.blkcfg[roff:roff + size].ljust(size, b"\0"),
+                                      "little")
+            return 0  # notify region and beyond: reads as 0
+        if bar == L.MSIX_BAR and self.msix is not None:
+            return self.msix.read(off, size)
+        return 0
+
+    def bar_write(self, bar: int, off: int, size: int, value: int) -> None:
+        """A write at offset ``off`` of BAR ``bar``, whatever its address (no decoding)."""
+        if bar == L.VIRTIO_BAR:
+            if off >= L.NOTIFY_OFFSET:
+                index = self.t.notify_queue(off - L.NOTIFY_OFFSET, size, value)
+                if index is not None:
+                    self._serve(self.t.queues[index])
+                return
+            region, roff = divmod(off, L.REGION_SIZE)
+            if region == 0:
+                self.t.common_write(roff, size, value)
+            elif region == 2:
+                self._blkcfg_write(roff, size, value)
+            return  # ISR is read-only
+        if bar == L.MSIX_BAR and self.msix is not None:
+            self.msix.write(off, size, value)
+
+    def describe(self) -> dict[str, object]:
+        return {
+            "device": "reference virtio-blk-pci",
+            "features_offered": spec.features_str(self.offered),
+            "num_queues": self.cfg.num_queues,
+            "queue_size_max": self.cfg.queue_size_max,
+            "capacity_sectors": self.capacity,
+            "msix_vectors": self.cfg.msix_table_size,
+            "defects": list(self.cfg.defects),
+            "backing_file": str(self.backing.path),
+        }
+
+    # ========================================================== transport hooks
+    def on_reset(self) -> None:
+        """Device reset (2.4): block state back to defaults; no more interrupts."""
+        self.writeback = self.cfg.writeback
+        self.engine.set_negotiated(0, self.writeback)
+        self._event_idx = False
+        self._indirect = False
+        self.needs_reset_reasons.clear()
+        self._fill_blkcfg()
+        self._update_intx()
+
+    def on_features_ok(self, features: int) -> None:
+        self._event_idx = bool(features >> spec.VIRTIO_F_EVENT_IDX & 1)
+        self._indirect = bool(features >> spec.VIRTIO_F_INDIRECT_DESC & 1)
+        wce = features >> spec.VIRTIO_BLK_F_CONFIG_WCE & 1
+        if wce and not features >> spec.VIRTIO_BLK_F_FLUSH & 1:
+            self.writeback = 0  # 5.2.5.2: CONFIG_WCE without FLUSH starts in writethrough
+        self.engine.set_negotiated(features, self.writeback)
+        self._fill_blkcfg()
+
+    # ================================================================ internals
+    def _install_caps(self, nvec: int) -> None:
+        mult = self.cfg.notify_off_multiplier
+        notify_len = max(self.cfg.num_queues * mult, 4)
+        caps = []
+        if nvec:
+            caps.append((L.CAP_MSIX, msix_cap(nvec, L.MSIX_BAR, L.MSIX_TABLE_OFFSET,
+                                              L.MSIX_PBA_OFFSET)))
+        caps += [
+            (L.CAP_PCI_CFG, virtio_cap(spec.VIRTIO_PCI_CAP_PCI_CFG, 0, 0, 0, bytes(4))),
+            (L.CAP_NOTIFY, virtio_cap(spec.VIRTIO_PCI_CAP_NOTIFY_CFG, L.VIRTIO_BAR,
+                                      L.NOTIFY_OFFSET, notify_len, struct.pack("<I", mult))),
+            (L.CAP_DEVICE, virtio_cap(spec.VIRTIO_PCI_CAP_DEVICE_CFG, L.VIRTIO_BAR,
+                                      L.DEVICE_OFFSET, L.REGION_SIZE)),
+        ]
+        if not self.cfg.has_defect("missing-isr-cap"):
+            caps.append((L.CAP_ISR, virtio_cap(spec.VIRTIO_PCI_CAP_ISR_CFG, L.VIRTIO_BAR,
+                                               L.ISR_OFFSET, L.REGION_SIZE)))
+        caps.append((L.CAP_COMMON, virtio_cap(spec.VIRTIO_PCI_CAP_COMMON_CFG, L.VIRTIO_BAR,
+                                              L.COMMON_OFFSET, L.REGION_SIZE)))
+        install_caps(self.pci, caps)
+        w = self.pci.wmask
+        # 4.1.4.9: cap.bar, cap.offset, cap.length and pci_cfg_data are read-write
+        w[L.CAP_PCI_CFG + spec.CAP_BAR] = 0xFF
+        for i in range(4):
+            w[L.CAP_PCI_CFG + spec.CAP_OFFSET + i] = 0xFF
+            w[L.CAP_PCI_CFG + spec.CAP_LENGTH + i] = 0xFF
+            w[L.CAP_PCI_CFG + spec.CAP_PCI_CFG_DATA + i] = 0xFF
+        if nvec:  # MSI-X Enable and Function Mask (bits 15, 14 of Message Control)
+            w[L.CAP_MSIX + spec.MSIX_CTRL + 1] = (spec.MSIX_CTRL_ENABLE
+                                                  | spec.MSIX_CTRL_FUNCTION_MASK) >> 8
+        self._cfgcap_data = L.CAP_PCI_CFG + spec.CAP_PCI_CFG_DATA
+
+    @staticmethod
+    def _overlaps(off: int, size: int, start: int, length: int) -> bool:
+        return off < start + length and start < off + size
+
+    def _bus_master(self) -> bool:
+        return bool(self.pci.command & spec.PCI_COMMAND_MASTER)
+
+    def _command_changed(self, old: int) -> None:
+        new = self.pci.command
+        if new & spec.PCI_COMMAND_MASTER and not old & spec.PCI_COMMAND_MASTER \
+                and self.msix is not None:
+            self.msix.bus_master_enabled()
+        self._update_intx()
+
+    # --- 4.1.4.9 PCI configuration access capability
+    def _pci_cfg_window(self) -> tuple[int, int, int]:
+        base = L.CAP_PCI_CFG
+        bar = self.pci.data[base + spec.CAP_BAR]
+        off, length = struct.unpack_from("<II", self.pci.data, base + spec.CAP_OFFSET)
+        return bar, off, length
+
+    def _pci_cfg_window_read(self) -> None:
+        bar, off, length = self._pci_cfg_window()
+        if length not in (1, 2, 4):
+            return
+        value = self.bar_read(bar, off, length)
+        d = self.pci.data
+        d[self._cfgcap_data:self._cfgcap_data + length] = value.to_bytes(length, "little")
+
+    def _pci_cfg_window_write(self) -> None:
+        bar, off, length = self._pci_cfg_window()
+        if length not in (1, 2, 4):
+            return
+        data = self.pci.data[self._cfgcap_data:self._cfgcap_data + length]
+        self.bar_write(bar, off, length, int.from_bytes(data, "little"))
+
+    # --- 5.2.4 device configuration layout
+    def _fill_blkcfg(self) -> None:
+        c = self.cfg
+        b = self.blkcfg
+        b[:] = bytes(len(b))  # unused0 / unused1 stay 0 (5.2.5.2)
+        struct.pack_into("<QII", b, spec.BLK_CFG_CAPACITY, self.capacity, c.size_max,
+                         c.seg_max)
+        struct.pack_into("<HBBI", b, spec.BLK_CFG_GEOMETRY_CYLINDERS, c.cylinders, c.heads,
+                         c.sectors, c.blk_size)
+        struct.pack_into("<BBHI", b, spec.BLK_CFG_PHYSICAL_BLOCK_EXP, c.physical_block_exp,
+                         c.alignment_offset, c.min_io_size, c.opt_io_size)
+        b[spec.BLK_CFG_WRITEBACK] = self.writeback
+        struct.pack_into("<H", b, spec.BLK_CFG_NUM_QUEUES, c.num_queues)
+        struct.pack_into("<IIIII", b, spec.BLK_CFG_MAX_DISCARD_SECTORS, c.max_discard_sectors,
+                         c.max_discard_seg, c.discard_sector_alignment,
+                         c.max_write_zeroes_sectors, c.max_write_zeroes_seg)
+        b[spec.BLK_CFG_WRITE_ZEROES_MAY_UNMAP] = int(c.write_zeroes_may_unmap)
+        struct.pack_into("<III", b, spec.BLK_CFG_MAX_SECURE_ERASE_SECTORS,
+                         c.max_secure_erase_sectors, c.max_secure_erase_seg,
+                         c.secure_erase_sector_alignment)
+
+    def _blkcfg_write(self, off: int, size: int, value: int) -> None:
+        # Only writeback is writable, and only once CONFIG_WCE was negotiated (5.2.5).
+        if off == spec.BLK_CFG_WRITEBACK and size == 1 and \
+                self.t.has(spec.VIRTIO_BLK_F_CONFIG_WCE):
+            self.writeback = 1 if value else 0
+            self.blkcfg[spec.BLK_CFG_WRITEBACK] = self.writeback
+            self.engine.set_negotiated(self.t.negotiated, self.writeback)
+
+    # --- queues
+    def _serve(self, q: Virtqueue) -> None:
+        """Process queue ``q`` after an available buffer notification."""
+        # 2.1.2: nothing is consumed before DRIVER_OK; without bus mastering the
+        # function cannot reach memory, so the work waits for the next notification.
+        if not q.enabled or q.broken or not self.t.status & spec.STATUS_DRIVER_OK \
+                or not self.pci.command & spec.PCI_COMMAND_MASTER:
+            return
+        try:
+            if q.packed:
+                notify, error = packed_ring.process(
+                    q, self.mem, self.engine.execute, event_idx=self._event_idx,
+                    indirect_ok=self._indirect)
+            else:
+                notify, error = split_ring.process(
+                    q, self.mem, self.engine.execute, event_idx=self._event_idx,
+                    indirect_ok=self._indirect, no_wrap_defect=self._no_wrap_defect)
+        except Exception:
+            self._internal_error(f"serving queue {q.index}")
+            notify, error = False, None
+            self._needs_reset(q, "internal error in the reference device")
+        if notify:
+            self._queue_interrupt(q)
+        if error is not None:
+            self._needs_reset(q, str(error))
+
+    def _needs_reset(self, q: Virtqueue, reason: str) -> None:
+        """2.1.2: enter DEVICE_NEEDS_RESET and tell a live driver about it."""
+        q.broken = reason
+        self.needs_reset_reasons.append(f"queue {q.index}: {reason}")
+        if self.t.status & spec.STATUS_DEVICE_NEEDS_RESET:
+            return
+        self.t.status |= spec.STATUS_DEVICE_NEEDS_RESET
+        self._config_interrupt()
+
+    # --- interrupts (4.1.5.3 / 4.1.5.4)
+    def _msix_on(self) -> bool:
+        return self.msix is not None and self.msix.enabled
+
+    def _queue_interrupt(self, q: Virtqueue) -> None:
+        if self._msix_on():
+            if q.msix_vector != NO_VECTOR:
+                self.msix.notify(q.msix_vector)  # type: ignore[union-attr]
+            return
+        self.t.isr |= spec.ISR_QUEUE
+        self._update_intx()
+
+    def _config_interrupt(self) -> None:
+        if not self.t.status & spec.STATUS_DRIVER_OK:
+            return  # no notifications to a driver that is not (yet) live
+        self.t.isr |= spec.ISR_CONFIG  # 4.1.4.5.1: set before notifying
+        if self._msix_on():
+            if self.t.config_msix_vector != NO_VECTOR:
+                self.msix.notify(self.t.config_msix_vector)  # type: ignore[union-attr]
+        self._update_intx()
+
+    def _intx_pending(self) -> bool:
+        return bool(self.t.isr) and not self._msix_on()
+
+    def _update_intx(self) -> None:
+        # 4.1.4.5.1: with MSI-X off, PCI Status bit 3 mirrors "ISR status != 0"
+        self.pci.set_status_bits(spec.PCI_STATUS_INTERRUPT, self._intx_pending())
+
+    def _internal_error(self, where: str) -> None:
+        self.internal_errors.append(f"{where}: {traceback.format_exc()}")
+
+
+_IDS = PciIds(
+    vendor=spec.PCI_VENDOR_ID_REDHAT_QUMRANET,
+    device=spec.PCI_DEVICE_ID_VIRTIO_BLK_MODERN,
+    revision=spec.VIRTIO_PCI_MODERN_MIN_REVISION,
+    class_code=spec.PCI_CLASS_STORAGE_OTHER << 8,
+    subsystem_vendor=spec.PCI_VENDOR_ID_REDHAT_QUMRANET,
+    subsystem=L.SUBSYSTEM_ID,
+)

@@ -1,0 +1,255 @@
+"""Virtio over PCI, modern interface: the common configuration structure,
+ISR status and notification decoding (4.1.4.3 - 4.1.4.5, 4.1.5).
+
+``Transport`` owns the device-independent virtio state (status, features,
+MSI-X vector mapping, queues, ISR, config generation).  Side effects that reach
+beyond it (device reset of the block part, feature-dependent behaviour) go to
+the ``hooks`` object (the device).
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from conformance import spec
+
+from .virtqueue import Virtqueue
+
+NO_VECTOR = spec.VIRTIO_MSI_NO_VECTOR
+
+
+class TransportHooks(Protocol):
+    def on_reset(self) -> None: ...
+    def on_features_ok(self, features: int) -> None: ...
+
+
+class Transport:
+    def __init__(self, num_queues: int, queue_size_max: int, offered: int, msix_vectors: int,
+                 notify_off_multiplier: int, hooks: TransportHooks, *,
+                 accept_unoffered: bool = False):
+        self.offered = offered
+        self.msix_vectors = msix_vectors
+        self.notify_off_multiplier = notify_off_multiplier
+        self.hooks = hooks
+        self.accept_unoffered = accept_unoffered
+        self.queues = [Virtqueue(i, queue_size_max) for i in range(num_queues)]
+        self.config_generation = 0
+        self.bad_accesses = 0  # common cfg accesses with a width the layout does not allow
+        self.reset()
+
+    def reset(self) -> None:
+        """4.1.4.3.1: the state after 0 was written to device_status."""
+        self.status = 0
+        self.dfselect = 0
+        self.gfselect = 0
+        self.driver_words: dict[int, int] = {}
+        self.features_locked = False
+        self.negotiated = 0
+        self.config_msix_vector = NO_VECTOR
+        self.queue_select = 0
+        self.isr = 0
+        for q in self.queues:
+            q.reset()
+
+    # ---------------------------------------------------------------- features
+    def driver_features(self) -> int:
+        """The driver's feature words 0..3 as one number (bits above 127 ignored)."""
+        value = 0
+        for sel, word in self.driver_words.items():
+            if sel < 4:
+                value |= word << (32 * sel)
+        return value
+
+    def features_acceptable(self) -> bool:
+        """Can FEATURES_OK stick?  (2.2.2 Device Requirements: Feature Bits)"""
+        wanted = self.driver_features()
+        stray = any(word for sel, word in self.driver_words.items() if sel >= 4)
+        if (stray or wanted & ~self.offered) and not self.accept_unoffered:
+            return False
+        # 6.2: a device MAY fail to operate if VIRTIO_F_VERSION_1 is not accepted;
+        # this one is non-transitional and has no legacy mode to fall back to.
+        version_1 = 1 << spec.VIRTIO_F_VERSION_1
+        return not (self.offered & version_1 and not wanted & version_1)
+
+    def has(self, bit: int) -> bool:
+        return bool(self.negotiated >> bit & 1)
+
+    # ------------------------------------------------------------- common cfg
+    def selected(self) -> Virtqueue | None:
+        sel = self.queue_select
+        return self.queues[sel] if sel < len(self.queues) else None
+
+    def _field_values(self) -> dict[int, tuple[int, int]]:
+        """Offset -> (width, value) of every field as the driver would read it now."""
+        q = self.selected()
+        dsel = self.dfselect
+        device_feature = self.offered >> (32 * dsel) & 0xFFFFFFFF if dsel < 4 else 0
+        values = {
+            spec.COMMON_DFSELECT: (4, self.dfselect),
+            spec.COMMON_DF: (4, device_feature),
+            spec.COMMON_GFSELECT: (4, self.gfselect),
+            spec.COMMON_GF: (4, self.driver_words.get(self.gfselect, 0)),
+            spec.COMMON_MSIX: (2, self.config_msix_vector),
+            spec.COMMON_NUMQ: (2, len(self.queues)),
+            spec.COMMON_STATUS: (1, self.status),
+            spec.COMMON_CFGGENERATION: (1, self.config_generation),
+            spec.COMMON_Q_SELECT: (2, self.queue_select),
+        }
+        if q is None:  # 4.1.4.3.1: an unavailable queue presents queue_size 0
+            q_fields = (0, NO_VECTOR, 0, 0, 0, 0, 0, 0, 0)
+        else:
+            q_fields = (q.size, q.msix_vector, int(q.enabled), q.index, q.desc, q.driver,
+                        q.device, q.index, 0)
+        size, vec, enable, noff, desc, drv, dev, ndata, qreset = q_fields
+        values.update({
+            spec.COMMON_Q_SIZE: (2, size),
+            spec.COMMON_Q_MSIX: (2, vec),
+            spec.COMMON_Q_ENABLE: (2, enable),
+            spec.COMMON_Q_NOFF: (2, noff),
+            spec.COMMON_Q_DESCLO: (8, desc),
+            spec.COMMON_Q_AVAILLO: (8, drv),
+            spec.COMMON_Q_USEDLO: (8, dev),
+            spec.COMMON_Q_NDATA: (2, ndata),
+            # queue reset completes inside the write, so it always reads back 0
+            spec.COMMON_Q_RESET: (2, qreset),
+        })
+        return values
+
+    def common_read(self, off: int, size: int) -> int:
+        """A read of the common configuration structure; no side effects."""
+        raw = bytearray(spec.COMMON_CFG_SIZE)
+        for foff, (width, value) in self._field_values().items():
+            raw[foff:foff + width] = value.to_bytes(width, "little")
+        if off < 0 or off + size > len(raw):
+            return 0
+        return int.from_bytes(raw[off:off + size], "little")
+
+    def common_write(self, off: int, size: int, value: int) -> None:
+        """A write of the common configuration structure (4.1.4.3)."""
+        if size == 8 and off in (spec.COMMON_Q_DESCLO, spec.COMMON_Q_AVAILLO,
+                                 spec.COMMON_Q_USEDLO):
+            self.common_write(off, 4, value & 0xFFFFFFFF)
+            self.common_write(off + 4, 4, value >> 32)
+            return
+        width = _WIDTHS.get(off)
+        if width != size:
+            self.bad_accesses += 1  # 4.1.3.1: the driver uses each field's own width
+            return
+        if off == spec.COMMON_DFSELECT:
+            self.dfselect = value
+        elif off == spec.COMMON_GFSELECT:
+            self.gfselect = value
+        elif off == spec.COMMON_GF:
+            if not self.features_locked:  # no new features after FEATURES_OK
+                self.driver_words[self.gfselect] = value
+        elif off == spec.COMMON_MSIX:
+            self.config_msix_vector = self._vector(value)
+        elif off == spec.COMMON_STATUS:
+            self._write_status(value)
+        elif off == spec.COMMON_Q_SELECT:
+            self.queue_select = value
+        else:
+            q = self.selected()
+            if q is not None:
+                self._queue_write(q, off, value)
+
+    def _vector(self, value: int) -> int:
+        # 4.1.5.1.2.1: a vector outside the table cannot be mapped: read back NO_VECTOR
+        return value if value < self.msix_vectors else NO_VECTOR
+
+    def _write_status(self, value: int) -> None:
+        if value == 0:
+            self.reset()
+            self.hooks.on_reset()
+            return
+        # DEVICE_NEEDS_RESET belongs to the device; the driver cannot set or clear it
+        value = (value & ~spec.STATUS_DEVICE_NEEDS_RESET) | (
+            self.status & spec.STATUS_DEVICE_NEEDS_RESET)
+        if value & spec.STATUS_FEATURES_OK and not self.status & spec.STATUS_FEATURES_OK:
+            if not self.features_acceptable():
+                value &= ~spec.STATUS_FEATURES_OK  # 2.2.2: refuse by not setting the bit
+            else:
+                self.features_locked = True
+                self.negotiated = self.driver_features() & self.offered
+                self.hooks.on_features_ok(self.negotiated)
+        self.status = value
+
+    def _queue_write(self, q: Virtqueue, off: int, value: int) -> None:
+        if off == spec.COMMON_Q_MSIX:
+            q.msix_vector = self._vector(value)
+        elif off == spec.COMMON_Q_ENABLE:
+            if value == 1 and not q.enabled:
+                self._enable(q)
+        elif off == spec.COMMON_Q_RESET:
+            if value == 1 and self.has(spec.VIRTIO_F_RING_RESET):
+                q.reset()  # 2.6.1.1: done at once; queue_reset and queue_enable read 0
+        elif q.enabled:
+            pass  # the rest is configuration, fixed while the queue is enabled
+        elif off == spec.COMMON_Q_SIZE:
+            if self._size_ok(value):
+                q.size = value
+        elif off in _ADDR_HALVES:
+            name, high = _ADDR_HALVES[off]
+            cur = getattr(q, name)
+            if high:
+                cur = (cur & 0xFFFFFFFF) | value << 32
+            else:
+                cur = (cur & ~0xFFFFFFFF) | value
+            setattr(q, name, cur)
+
+    def _size_ok(self, value: int) -> bool:
+        """A queue_size the device will present (anything else is ignored)."""
+        if not 1 <= value <= self.queues[0].size_max:
+            return False
+        packed = self.driver_features() >> spec.VIRTIO_F_RING_PACKED & 1
+        # 4.1.4.3.1: without RING_PACKED the device presents 0 or a power of 2
+        return bool(packed) or value & (value - 1) == 0
+
+    def _enable(self, q: Virtqueue) -> None:
+        q.packed = self.has(spec.VIRTIO_F_RING_PACKED)
+        q.clear_runtime()
+        q.enabled = True
+
+    # -------------------------------------------------------------- ISR, notify
+    def isr_read(self) -> int:
+        """4.1.4.5: reading ISR status returns it and resets it to 0."""
+        value = self.isr
+        self.isr = 0
+        return value
+
+    def notify_queue(self, off: int, size: int, value: int) -> int | None:
+        """Which queue a write at ``off`` into the notify region addresses (4.1.4.4).
+
+        The address selects the queue (queue_notify_off * notify_off_multiplier);
+        with a multiplier of 0 all queues share one address and the value's vqn
+        field tells them apart (2.9).  The value is recorded per queue.
+        """
+        mult = self.notify_off_multiplier
+        if mult:
+            if off % mult:
+                return None
+            index = off // mult
+        else:
+            index = value & spec.NOTIFY_DATA_VQN_MASK
+        if index >= len(self.queues):
+            return None
+        q = self.queues[index]
+        q.last_notification = value
+        q.notifications += 1
+        return index
+
+
+_WIDTHS = {
+    spec.COMMON_DFSELECT: 4, spec.COMMON_DF: 4, spec.COMMON_GFSELECT: 4, spec.COMMON_GF: 4,
+    spec.COMMON_MSIX: 2, spec.COMMON_NUMQ: 2, spec.COMMON_STATUS: 1,
+    spec.COMMON_CFGGENERATION: 1, spec.COMMON_Q_SELECT: 2, spec.COMMON_Q_SIZE: 2,
+    spec.COMMON_Q_MSIX: 2, spec.COMMON_Q_ENABLE: 2, spec.COMMON_Q_NOFF: 2,
+    spec.COMMON_Q_DESCLO: 4, spec.COMMON_Q_DESCHI: 4, spec.COMMON_Q_AVAILLO: 4,
+    spec.COMMON_Q_AVAILHI: 4, spec.COMMON_Q_USEDLO: 4, spec.COMMON_Q_USEDHI: 4,
+    spec.COMMON_Q_NDATA: 2, spec.COMMON_Q_RESET: 2,
+}
+_ADDR_HALVES = {
+    spec.COMMON_Q_DESCLO: ("desc", False), spec.COMMON_Q_DESCHI: ("desc", True),
+    spec.COMMON_Q_AVAILLO: ("driver", False), spec.COMMON_Q_AVAILHI: ("driver", True),
+    spec.COMMON_Q_USEDLO: ("device", False), spec.COMMON_Q_USEDHI: ("device", True),
+}
