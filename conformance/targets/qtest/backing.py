@@ -34,13 +34,17 @@ def pattern_bytes(offset: int, n: int) -> bytes:
     return data[start:start + n]
 
 
-def create_pattern_file(path: str, size: int) -> None:
-    """Write a raw image of ``size`` bytes filled with :func:`sector_pattern`."""
+def create_pattern_file(path: str, size: int, *, truncate: bool = True) -> None:
+    """Write a raw image of ``size`` bytes filled with :func:`sector_pattern`.
+
+    With ``truncate=False`` an existing file is overwritten in place (same
+    inode), as needed while QEMU has it open.
+    """
     if size <= 0 or size % SECTOR:
         raise ValueError(f"disk size {size} is not a positive multiple of {SECTOR}")
     chunk_sectors = 2048  # 1 MiB per write keeps memory flat for big disks
     sectors = size // SECTOR
-    with open(path, "wb") as f:
+    with open(path, "wb" if truncate else "r+b") as f:
         for first in range(0, sectors, chunk_sectors):
             last = min(first + chunk_sectors, sectors)
             f.write(b"".join(sector_pattern(lba) for lba in range(first, last)))

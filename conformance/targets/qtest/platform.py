@@ -314,6 +314,38 @@ class QtestPlatform(Platform):
         self._dma_next = addr + size
         return addr
 
+    def reset(self) -> None:
+        """System reset: every device, the DUT included, back to its power-on state.
+
+        BARs are unassigned again and the DMA allocator starts over.  The disk
+        keeps its content and size (see :meth:`restore_disk`).  Much cheaper
+        than a new QEMU, for a target that reuses one between cases.
+        """
+        if self._closed:
+            raise PlatformError("the qtest platform is closed")
+        try:
+            # system_reset only requests a reset; the RESET event says it happened.
+            self._qmp.command_and_event("system_reset", "RESET")
+        except QmpError as exc:
+            raise PlatformError(f"system_reset failed: {exc}") from None
+        self._bars.clear()
+        self._cf8 = None
+        self._dma_next = DMA_START
+        self._qt.sync_events()  # take in the IRQ lowers the reset caused
+        if self._intx_gsi is not None and self.spec.machine == "pc":
+            self._setup_intx()  # PIIX3 reset its PIRQ routing; the intercept stays
+
+    def restore_disk(self) -> None:
+        """Give the disk the target created its first size and pattern again."""
+        if not self.backing_path:
+            raise Unsupported("the target did not create the disk")
+        with open(self.backing_path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+        if size != self.spec.disk_size:
+            self.resize(self.spec.disk_size)
+        # Raw file, no QEMU-side data cache: rewriting it is seen by the next read.
+        create_pattern_file(self.backing_path, self.spec.disk_size, truncate=False)
+
     # --- observation and control plane ---------------------------------------------
     def intx_level(self) -> bool:
         if self._intx_gsi is None:

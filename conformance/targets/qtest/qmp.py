@@ -55,6 +55,20 @@ class QmpSession:
         """Execute ``name`` with ``arguments``; return its ``return`` value."""
         return self._run(self._client.execute(name, arguments or None), timeout)
 
+    def command_and_event(self, name: str, event: str, timeout: float | None = None,
+                          **arguments: Any) -> Any:
+        """Execute ``name`` and wait for the QMP event ``event`` it causes."""
+
+        async def run() -> Any:
+            # Listen before executing, so an event sent right after the
+            # command's answer cannot slip past.
+            with self._client.listener(event) as listener:
+                result = await self._client.execute(name, arguments or None)
+                await listener.get()
+            return result
+
+        return self._run(run(), timeout)
+
     def close(self) -> None:
         """Disconnect and stop the loop thread; idempotent."""
         if self._loop.is_closed():
