@@ -162,3 +162,30 @@ def test_no_qemu_outlives_the_suite(mode, sig):
         if child.poll() is None:
             child.kill()
             child.wait()
+
+
+def test_forgotten_platform_is_closed_when_collected():
+    import gc
+
+    p = QtestPlatform(QtestSpec(qemu=QEMU))
+    pid = p.pid
+    del p
+    gc.collect()
+    assert wait_gone(pid)
+
+
+def test_platform_from_a_worker_thread():
+    import threading
+
+    box = {}
+
+    def work():
+        with QtestPlatform(QtestSpec(qemu=QEMU)) as p:
+            box["pid"] = p.pid
+            box["id"] = p.config_read(0, 4)
+
+    t = threading.Thread(target=work)
+    t.start()
+    t.join(30)
+    assert box["id"] == 0x1042_1AF4
+    assert not running(box["pid"])

@@ -38,7 +38,7 @@ from . import intx, pci
 from . import protocol as qt
 from .backing import create_pattern_file
 from .config import QtestSpec, split_options
-from .errors import QemuDiedError, QtestCommandError, TargetStartError
+from .errors import QemuDiedError, QtestCommandError, QtestTimeoutError, TargetStartError
 from .process import QemuProcess
 from .qmp import QmpError, QmpSession
 
@@ -114,6 +114,10 @@ class QtestPlatform(Platform):
             self._qt.pipeline(["endianness"], timeout=max(START_TIMEOUT, spec.timeout))
         except QemuDiedError:
             raise self._qemu.start_error() from None
+        except QtestTimeoutError:
+            raise TargetStartError(
+                f"QEMU did not answer within {max(START_TIMEOUT, spec.timeout):g}s of starting"
+            ) from None
         try:
             self._qmp = QmpSession(self._qemu.qmp_sock, timeout=spec.timeout)
             self._version = self._qmp.command("query-version")
@@ -432,6 +436,11 @@ class QtestPlatform(Platform):
                 with contextlib.suppress(Exception):
                     part.close()
         shutil.rmtree(self._workdir, ignore_errors=True)
+
+    def __del__(self) -> None:
+        # Nobody can reach this QEMU any more: do not leave it running.
+        with contextlib.suppress(Exception):
+            self.close()
 
     def __enter__(self) -> QtestPlatform:
         return self

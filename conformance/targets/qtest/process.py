@@ -28,7 +28,6 @@ import subprocess
 import tempfile
 import threading
 import time
-import weakref
 from collections.abc import Sequence
 
 from .errors import TargetStartError
@@ -37,7 +36,8 @@ HLT_BIOS_SIZE = 64 * 1024
 HLT = b"\xf4"
 STDERR_LINES = 50
 
-_live: weakref.WeakSet[QemuProcess] = weakref.WeakSet()
+# Strong references: a QEMU whose owner forgot it must still die at exit.
+_live: set[QemuProcess] = set()
 
 
 def _kill_all_at_exit() -> None:
@@ -80,9 +80,17 @@ def _noise(line: str) -> bool:
     return "g_timer_elapsed" in line or not line.strip()
 
 
-def _set_pdeathsig() -> None:  # runs in the child between fork and exec
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+# Resolved in the parent: the child of a multi-threaded process must not dlopen.
+_prctl = ctypes.CDLL(None, use_errno=True).prctl
+PR_SET_PDEATHSIG = 1
+
+
+def _pdeathsig_hook(parent: int):
+    def hook() -> None:  # runs in the child between fork and exec
+        _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent:  # the parent died before the line above
+            os._exit(1)
+    return hook
 
 
 def resolve_binary(path: str) -> str:
@@ -166,7 +174,7 @@ class QemuProcess:
                 self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT, cwd=self.workdir, start_new_session=True,
                 # PDEATHSIG follows the *thread* that forked; only safe from the main thread.
-                preexec_fn=_set_pdeathsig if main else None,
+                preexec_fn=_pdeathsig_hook(os.getpid()) if main else None,
             )
         except OSError as exc:
             raise TargetStartError(f"cannot run QEMU {self.binary}: {exc.strerror}") from None
