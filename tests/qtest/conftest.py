@@ -2,15 +2,8 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-
 import pytest
-
-QEMU = os.environ.get("QTEST_QEMU", "qemu-system-x86_64")
-HAVE_QEMU = shutil.which(QEMU) is not None
-needs_qemu = pytest.mark.skipif(
-    not HAVE_QEMU, reason=f"no QEMU binary {QEMU!r} on PATH (run ci/install-qemu.sh)")
+from qtest_helpers import QEMU
 
 
 @pytest.fixture

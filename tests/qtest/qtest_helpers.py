@@ -2,8 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+
+import pytest
+
 from conformance import spec as s
 from conformance.driver.platform import Platform
+
+QEMU = os.environ.get("QTEST_QEMU", "qemu-system-x86_64")
+HAVE_QEMU = shutil.which(QEMU) is not None
+needs_qemu = pytest.mark.skipif(
+    not HAVE_QEMU, reason=f"no QEMU binary {QEMU!r} on PATH (run ci/install-qemu.sh)")
 
 
 def virtio_caps(p: Platform) -> dict[int, tuple[int, int, int]]:

@@ -10,7 +10,7 @@ import textwrap
 import time
 
 import pytest
-from conftest import QEMU, needs_qemu
+from qtest_helpers import QEMU, needs_qemu
 
 from conformance.driver.platform import PlatformError
 from conformance.targets.qtest import QtestPlatform, QtestSpec, TargetStartError

@@ -6,8 +6,7 @@ import os
 import time
 
 import pytest
-from conftest import needs_qemu
-from qtest_helpers import assign_bar, bring_up_bar, enable, size_bar, virtio_caps
+from qtest_helpers import assign_bar, bring_up_bar, enable, needs_qemu, size_bar, virtio_caps
 
 from conformance import spec as s
 from conformance.driver.platform import (

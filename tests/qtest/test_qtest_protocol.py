@@ -7,7 +7,7 @@ import socket
 import threading
 
 import pytest
-from conftest import needs_qemu
+from qtest_helpers import needs_qemu
 
 from conformance.targets.qtest import protocol as qt
 from conformance.targets.qtest.errors import QemuDiedError, QtestCommandError, QtestTimeoutError

@@ -6,8 +6,7 @@ import struct
 import time
 
 import pytest
-from conftest import needs_qemu
-from qtest_helpers import bring_up_bar, virtio_caps
+from qtest_helpers import bring_up_bar, needs_qemu, virtio_caps
 
 from conformance import spec as s
 from conformance.driver.platform import BarWrite, MemRead, MemWrite, Poll
