@@ -93,8 +93,9 @@ class QtestPlatform(Platform):
             return ["-drive", spec.drive]
         self.backing_path = os.path.join(self._workdir, "disk.raw")
         create_pattern_file(self.backing_path, spec.disk_size)
+        path = self.backing_path.replace(",", ",,")  # QEMU's option-value escaping
         return ["-blockdev", f"driver=raw,node-name={DUT_NODE},file.driver=file,"
-                             f"file.filename={self.backing_path}"]
+                             f"file.filename={path}"]
 
     def _start(self) -> None:
         spec = self.spec
@@ -180,7 +181,7 @@ class QtestPlatform(Platform):
         decoders: list[tuple[int, Decoder | None]] = []
 
         def flush() -> None:
-            if not cmds:
+            if not decoders:
                 return
             answers = self._qt.pipeline(cmds)
             i = 0
@@ -202,12 +203,10 @@ class QtestPlatform(Platform):
                 op_cmds, decode = self._translate(op)
             except ValueError as exc:
                 raise PlatformError(f"{op}: {exc}") from None
-            if not op_cmds:
-                results_placeholder = decode([]) if decode else None
-                decoders.append((0, (lambda _a, r=results_placeholder: r)))
-            else:
-                cmds.extend(op_cmds)
-                decoders.append((len(op_cmds), decode))
+            # An op may need no command at all (an empty MemRead/MemWrite);
+            # its decoder then sees an empty answer list.
+            cmds.extend(op_cmds)
+            decoders.append((len(op_cmds), decode))
             if isinstance(op, ConfigWrite) and pci.touches_bar_decoding(op.off, op.size):
                 self._bars.clear()
         flush()
