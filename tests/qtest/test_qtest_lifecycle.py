@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -135,7 +136,7 @@ _CHILD = textwrap.dedent("""
     sys.path.insert(0, {root!r})
     from conformance.targets.qtest import QtestPlatform, QtestSpec
     p = QtestPlatform(QtestSpec(qemu={qemu!r}))
-    print(p.pid, flush=True)
+    print(p.pid, p._workdir, flush=True)
     if {mode!r} == "exit":
         sys.exit(0)  # without close(): atexit must clean up
     time.sleep(60)
@@ -152,7 +153,8 @@ def test_no_qemu_outlives_the_suite(mode, sig):
     child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
                              stderr=subprocess.DEVNULL, text=True)
     try:
-        qemu_pid = int(child.stdout.readline())
+        pid_text, workdir = child.stdout.readline().split()
+        qemu_pid = int(pid_text)
         assert running(qemu_pid)
         if sig is not None:
             child.send_signal(sig)
@@ -162,6 +164,8 @@ def test_no_qemu_outlives_the_suite(mode, sig):
         if child.poll() is None:
             child.kill()
             child.wait()
+        if sig == signal.SIGKILL:  # a SIGKILLed suite cannot remove its temp dir itself
+            shutil.rmtree(workdir, ignore_errors=True)
 
 
 def test_forgotten_platform_is_closed_when_collected():
