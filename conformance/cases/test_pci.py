@@ -57,20 +57,24 @@ def test_required_capability_present(device, cfg_type):
         f"{[spec.VIRTIO_PCI_CAP_NAMES.get(t, t) for t in types]}")
 
 
-# 4.1.4.x: alignment of each structure's offset inside its BAR.
-ALIGNMENT = {
-    spec.VIRTIO_PCI_CAP_COMMON_CFG: 4,
-    spec.VIRTIO_PCI_CAP_NOTIFY_CFG: 2,
-    spec.VIRTIO_PCI_CAP_DEVICE_CFG: 4,
-}
+def notify_width(device) -> int:
+    """Bytes of one driver notification: 4 with VIRTIO_F_NOTIFICATION_DATA offered (4.1.4.4.1)."""
+    return 4 if device.offers(spec.VIRTIO_F_NOTIFICATION_DATA) else 2
 
 
-@pytest.mark.clause("pci.cap-offset-alignment")
+@pytest.mark.clause("pci.cap-offset-alignment", "pci.notify-offset-alignment",
+                    "pci.notify-data-offset-alignment", "pci.device-cfg-offset-alignment")
 def test_capability_offsets_aligned(device):
+    # 4.1.4.3.1, 4.1.4.4.1, 4.1.4.6.1: alignment of each structure inside its BAR
+    alignment = {
+        spec.VIRTIO_PCI_CAP_COMMON_CFG: 4,
+        spec.VIRTIO_PCI_CAP_NOTIFY_CFG: notify_width(device),
+        spec.VIRTIO_PCI_CAP_DEVICE_CFG: 4,
+    }
     wrong = [f"{c.name} cap at {c.cap_offset:#x}: offset {c.offset:#x} not "
-             f"{ALIGNMENT[c.cfg_type]}-byte aligned"
+             f"{alignment[c.cfg_type]}-byte aligned"
              for c in device.virtio.virtio_caps.all
-             if c.cfg_type in ALIGNMENT and c.offset % ALIGNMENT[c.cfg_type]]
+             if c.cfg_type in alignment and c.offset % alignment[c.cfg_type]]
     wrong += [f"capability at {c.offset:#x} not 4-byte aligned in config space"
               for c in device.virtio.capabilities if c.offset % 4]
     assert not wrong, "; ".join(wrong)
@@ -91,7 +95,8 @@ def test_structures_inside_their_bar(device):
     assert not wrong, "; ".join(wrong)
 
 
-@pytest.mark.clause("pci.notify-multiplier")
+@pytest.mark.clause("pci.notify-multiplier", "pci.notify-length-covers-queues",
+                    "pci.notify-data-length-covers-queues")
 def test_notify_off_multiplier_and_length(device):
     t = device.transport
     mult = t.notify.notify_off_multiplier
@@ -99,8 +104,9 @@ def test_notify_off_multiplier_and_length(device):
     assert mult == 0 or (mult & (mult - 1) == 0 and mult % 2 == 0), (
         f"notify_off_multiplier {mult} is neither 0 nor an even power of 2")
     # every queue's notify address must fall inside the notify structure
+    width = notify_width(device)
     for q in range(t.num_queues):
         off = t.queue_read(q, spec.COMMON_Q_NOFF, 2)
-        assert off * mult + 2 <= t.notify.length, (
-            f"queue {q}: queue_notify_off {off} * {mult} + 2 exceeds notify length "
+        assert off * mult + width <= t.notify.length, (
+            f"queue {q}: queue_notify_off {off} * {mult} + {width} exceeds notify length "
             f"{t.notify.length}")

@@ -1,0 +1,91 @@
+"""``vblk-conformance``: the command line.
+
+    vblk-conformance run [--target KIND | --target-config FILE] [PYTEST ARGS...]
+    vblk-conformance clauses [--uncovered]
+
+``run`` is pytest over the packaged cases with this project's plugin; any
+argument it does not know goes to pytest (``-k``, ``-x``, ``--junitxml``, ...).
+Exit status: 0 all cases passed or skipped, 1 a case failed, 4 bad usage or
+target file, 5 no case was collected.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+EXIT_OK = 0
+EXIT_USAGE = 4
+EXIT_NO_TESTS = 5
+
+
+def _fail(message: str, code: int = EXIT_USAGE) -> int:
+    print(f"vblk-conformance: error: {message}", file=sys.stderr)
+    return code
+
+
+def pytest_args_for_run(args: argparse.Namespace, extra: Sequence[str]) -> list[str]:
+    argv = ["--pyargs", "conformance.cases", "-p", "no:cacheprovider",
+            "-o", "console_output_style=count"]
+    if args.target:
+        argv += ["--target", args.target]
+    if args.target_config:
+        argv += ["--target-config", args.target_config]
+    return argv + list(extra)
+
+
+def cmd_run(args: argparse.Namespace, extra: Sequence[str]) -> int:
+    import pytest
+
+    from conformance.targets import TargetConfigError, load_target_file
+
+    if args.target_config:
+        try:
+            load_target_file(args.target_config)
+        except TargetConfigError as exc:
+            return _fail(str(exc))
+    code = int(pytest.main(pytest_args_for_run(args, extra)))
+    if code == EXIT_NO_TESTS:
+        return _fail("no conformance case was collected (check -k / the case selection)",
+                     EXIT_NO_TESTS)
+    return code
+
+
+def cmd_clauses(args: argparse.Namespace, extra: Sequence[str]) -> int:
+    from conformance.clauses import coverage, format_listing, load_registry
+    from conformance.collect import collect_case_clauses
+
+    registry = load_registry()
+    covered = collect_case_clauses()
+    print(format_listing(coverage(registry, covered), uncovered_only=args.uncovered))
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vblk-conformance",
+        description="VIRTIO 1.2 conformance suite for virtio-blk-pci devices")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    run = sub.add_parser("run", help="run the conformance cases against a target",
+                         description="Run the conformance cases; unknown options go to pytest.")
+    run.add_argument("--target", metavar="KIND", help="reference (default) or qtest")
+    run.add_argument("--target-config", metavar="FILE", help="YAML target file")
+    run.set_defaults(func=cmd_run)
+    clauses = sub.add_parser("clauses", help="list the spec requirements and their coverage")
+    clauses.add_argument("--uncovered", action="store_true",
+                         help="only requirements no case checks")
+    clauses.set_defaults(func=cmd_clauses)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "run":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args.func(args, extra)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
