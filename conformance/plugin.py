@@ -14,7 +14,7 @@ import pytest
 from conformance.driver.blk import BlkDevice
 from conformance.driver.device import FeatureNotOffered
 from conformance.driver.platform import Platform
-from conformance.summary import format_area_summary, is_case
+from conformance.summary import format_area_summary, is_case_path
 from conformance.targets import (
     Target,
     TargetConfigError,
@@ -27,6 +27,7 @@ from conformance.targets import (
 
 _SPEC_KEY = pytest.StashKey[TargetSpec]()
 _TARGET_KEY = pytest.StashKey[Target]()
+_CASES_KEY = pytest.StashKey[set[str]]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -63,7 +64,8 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     """Every case names at least one clause, and every clause it names exists."""
     from conformance.clauses import load_registry
 
-    cases = [item for item in items if is_case(item.nodeid)]
+    cases = [item for item in items if is_case_path(item.path)]
+    config.stash[_CASES_KEY] = {item.nodeid for item in cases}
     if not cases:
         return
     registry = load_registry()
@@ -136,9 +138,10 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    cases = config.stash.get(_CASES_KEY, set())
     reports = [r for key in ("passed", "failed", "skipped", "error")
                for r in terminalreporter.stats.get(key, [])
-               if hasattr(r, "when") and is_case(r.nodeid)]
+               if hasattr(r, "when") and r.nodeid in cases]
     if not reports:
         return
     spec = config.stash.get(_SPEC_KEY, None)

@@ -8,14 +8,16 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
-CASES_MARK = "conformance/cases/"
 OUTCOMES = ("passed", "failed", "error", "skipped")
+CASES_DIR = Path(__file__).resolve().parent / "cases"
 
 
-def is_case(nodeid: str) -> bool:
-    return CASES_MARK in nodeid.replace("\\", "/") or nodeid.startswith("cases/")
+def is_case_path(path: str | Path) -> bool:
+    """True for a file of the packaged cases (node IDs depend on rootdir; paths do not)."""
+    return Path(path).resolve().is_relative_to(CASES_DIR)
 
 
 def area_of_nodeid(nodeid: str) -> str:
@@ -30,6 +32,14 @@ def skip_reason(report: Any) -> str:
     return str(longrepr)
 
 
+def failure_message(report: Any) -> str:
+    """The first line of what went wrong (the assertion message, not a traceback)."""
+    crash = getattr(report.longrepr, "reprcrash", None)
+    text = crash.message if crash is not None else str(report.longrepr or "")
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    return lines[0].removeprefix("AssertionError: ") if lines else ""
+
+
 def case_outcomes(reports: Iterable[Any]) -> dict[str, tuple[str, str]]:
     """One (outcome, detail) per case from its setup/call/teardown reports."""
     result: dict[str, tuple[str, str]] = {}
@@ -39,8 +49,7 @@ def case_outcomes(reports: Iterable[Any]) -> dict[str, tuple[str, str]]:
             outcome, detail = "skipped", skip_reason(r)
         elif r.failed:
             outcome = "failed" if r.when == "call" else "error"
-            detail = str(getattr(r, "longreprtext", "") or "").strip().splitlines()[-1:] or [""]
-            detail = detail[0]
+            detail = failure_message(r)
         elif r.when == "call":
             outcome, detail = "passed", ""
         else:

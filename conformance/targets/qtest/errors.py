@@ -1,17 +1,16 @@
 """Errors of the qtest target.
 
-``TargetConfigError`` and ``TargetStartError`` are local for now and will be
-unified with the other targets' errors later.  Both carry a one-line message
-meant to be shown to a user as is.
+``TargetConfigError`` is every target's (one line: where, key, problem);
+``TargetStartError`` carries QEMU's own one-line reason.
 """
 
 from __future__ import annotations
 
 from conformance.driver.platform import PlatformError
+from conformance.targets.base import TargetConfigError
 
-
-class TargetConfigError(Exception):
-    """A qtest target mapping is malformed (one line: where, key, problem)."""
+__all__ = ["TargetConfigError", "TargetStartError", "QemuDiedError", "QtestCommandError",
+           "QtestTimeoutError"]
 
 
 class TargetStartError(PlatformError):
