@@ -97,10 +97,21 @@ class ModernTransport:
     def __init__(self, platform: Platform, caps: VirtioCaps):
         self.platform = platform
         self.caps = caps
-        self.common = caps.get(spec.VIRTIO_PCI_CAP_COMMON_CFG)
-        self.notify = caps.get(spec.VIRTIO_PCI_CAP_NOTIFY_CFG)
-        self.isr = caps.get(spec.VIRTIO_PCI_CAP_ISR_CFG)
         self.device_cfg = caps.chosen.get(spec.VIRTIO_PCI_CAP_DEVICE_CFG)
+
+    # A missing structure is an error only when it is used, so that a case about
+    # the capability list can report it instead of failing at probe time.
+    @property
+    def common(self) -> VirtioCap:
+        return self.caps.get(spec.VIRTIO_PCI_CAP_COMMON_CFG)
+
+    @property
+    def notify(self) -> VirtioCap:
+        return self.caps.get(spec.VIRTIO_PCI_CAP_NOTIFY_CFG)
+
+    @property
+    def isr(self) -> VirtioCap:
+        return self.caps.get(spec.VIRTIO_PCI_CAP_ISR_CFG)
 
     # --- common configuration (4.1.4.3) -------------------------------------
     def common_read(self, off: int, size: int) -> int:

@@ -139,6 +139,9 @@ class ReferencePlatform(Platform):
             f.seek(offset)
             return f.read(n)
 
+    def describe(self) -> dict[str, Any]:
+        return {"target": "reference", "serial": self.device.cfg.serial}
+
     def close(self) -> None:
         if self.device is not None:
             self.device.close()

@@ -418,6 +418,7 @@ class QtestPlatform(Platform):
             "qemu_binary": self._qemu.binary if self._qemu else self.spec.qemu,
             "machine": self.spec.machine,
             "device": self.spec.device_arg(),
+            "serial": split_options(self.spec.device_arg())[1].get("serial"),
             "pci_address": f"0000:00:{self._slot:02x}.{self._fn}",
             "command_line": self._qemu.command_line if self._qemu else None,
             "intx": (f"IOAPIC input {self._intx_gsi}" if self._intx_gsi is not None
