@@ -36,6 +36,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="target kind with its defaults: reference (default), qtest")
     group.addoption("--target-config", default=None, metavar="FILE",
                     help="YAML target file (see README: Target files)")
+    group.addoption("--clause", action="append", default=[], metavar="ID",
+                    help="run only the cases that check this clause (repeatable; "
+                         "a trailing '*' matches a prefix, e.g. 'blk.*')")
 
 
 def target_spec_from_options(config: pytest.Config) -> TargetSpec:
@@ -80,6 +83,24 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     if problems:
         raise pytest.UsageError("conformance cases without a valid clause:\n  "
                                 + "\n  ".join(problems))
+    wanted = config.getoption("--clause")
+    if wanted:
+        unknown = [w for w in wanted if not w.endswith("*") and w not in registry]
+        if unknown:
+            raise pytest.UsageError(f"--clause: unknown clause ID(s): {', '.join(unknown)}")
+        keep, drop = [], []
+        for item in items:
+            ids = [cid for m in item.iter_markers("clause") for cid in m.args]
+            (keep if is_case_path(item.path) and any(clause_matches(c, wanted) for c in ids)
+             else drop).append(item)
+        if drop:
+            config.hook.pytest_deselected(items=drop)
+            items[:] = keep
+
+
+def clause_matches(clause_id: str, patterns: list[str]) -> bool:
+    return any(clause_id == p or (p.endswith("*") and clause_id.startswith(p[:-1]))
+               for p in patterns)
 
 
 # --- fixtures ---------------------------------------------------------------------
