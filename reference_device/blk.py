@@ -205,16 +205,25 @@ class BlkEngine:
         if self.d_wrong_sector:
             sector += 1
         view = mem.view
-        parts = [view[o:o + n] for o, n in _window(wsegs, 0, nbytes)]
+        if len(wsegs) == 1 or wsegs[0][1] >= nbytes:  # data in one element: the common case
+            o = wsegs[0][0]
+            parts = [view[o:o + nbytes]]
+        else:
+            parts = [view[o:o + n] for o, n in _window(wsegs, 0, nbytes)]
         pos = sector * spec.SECTOR_SIZE
         try:
-            for i in range(0, len(parts), _IOV_MAX):
-                chunk = parts[i:i + _IOV_MAX]
-                want = sum(len(p) for p in chunk)
-                got = os.preadv(self.fd, chunk, pos)
-                if got < want:  # past the end of a short file: zeros
-                    _zero_tail(chunk, got)
-                pos += want
+            if len(parts) <= _IOV_MAX:
+                got = os.preadv(self.fd, parts, pos)
+                if got < nbytes:  # past the end of a short file: zeros
+                    _zero_tail(parts, got)
+            else:
+                for i in range(0, len(parts), _IOV_MAX):
+                    chunk = parts[i:i + _IOV_MAX]
+                    want = sum(len(p) for p in chunk)
+                    got = os.preadv(self.fd, chunk, pos)
+                    if got < want:
+                        _zero_tail(chunk, got)
+                    pos += want
         except OSError:
             return IOERR, 0
         return OK, nbytes
@@ -234,12 +243,15 @@ class BlkEngine:
         if nread == 1:
             o, n = segs[0]
             parts = [view[o + 16:o + n]] if n > 16 else []
+        elif nread == 2 and segs[0][1] == 16:  # header, data: the common case
+            o, n = segs[1]
+            parts = [view[o:o + n]]
         else:
             parts = [view[o:o + n] for o, n in _window(segs[:nread], 16, nbytes)]
         pos = sector * spec.SECTOR_SIZE
         try:
             for i in range(0, len(parts), _IOV_MAX):
-                chunk = parts[i:i + _IOV_MAX]
+                chunk = parts[i:i + _IOV_MAX] if len(parts) > _IOV_MAX else parts
                 _pwrite_all(self.fd, chunk, pos)
                 pos += sum(len(p) for p in chunk)
             if self.writethrough and nbytes:
@@ -312,8 +324,8 @@ def _zero_tail(parts: list[memoryview], got: int) -> None:
 
 
 def _pwrite_all(fd: int, parts: list[memoryview], pos: int) -> None:
-    want = sum(len(p) for p in parts)
     done = os.pwritev(fd, parts, pos)
+    want = len(parts[0]) if len(parts) == 1 else sum(len(p) for p in parts)
     if done == want:
         return
     # a short write: finish it piece by piece

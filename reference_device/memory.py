@@ -45,12 +45,16 @@ class GuestMemory:
 
     # ---------------------------------------------------------------- access
     def read(self, addr: int, n: int) -> bytes:
-        off = self.offset(addr, n)
-        return bytes(self.buf[off:off + n])
+        off = addr - self.base  # the range check is inlined: this is on every hot path
+        if off < 0 or n < 0 or off + n > self.size:
+            self.offset(addr, n)  # raises DmaError with the message
+        return self.view[off:off + n].tobytes()
 
     def write(self, addr: int, data: bytes | bytearray | memoryview) -> None:
         n = len(data)
-        off = self.offset(addr, n)
+        off = addr - self.base
+        if off < 0 or off + n > self.size:
+            self.offset(addr, n)
         self.buf[off:off + n] = data
 
     def fill(self, addr: int, n: int, byte: int = 0) -> None:

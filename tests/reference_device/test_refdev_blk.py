@@ -285,3 +285,45 @@ def test_device_config_layout(make_harness):
     assert h.dev.mmio_read(DEVCFG + spec.BLK_CFG_CAPACITY, 4) == 1
     assert h.dev.mmio_read(DEVCFG + spec.BLK_CFG_CAPACITY + 4, 4) == 1
     assert h.dev.mmio_read(DEVCFG + spec.BLK_CFG_SIZE, 4) == 0
+
+
+def test_in_scattered_over_elements_with_status_sharing_the_last(make_harness):
+    h = ready(make_harness)
+    payload = bytes(range(256)) * 6  # 1536 bytes = 3 sectors
+    assert submit(h, OUT, 20, payload)[0] == OK
+    h.mem.write(DATA, struct.pack("<IIQ", IN, 0, 20))
+    h.desc(0, DATA, 16, NEXT, 1)
+    h.desc(1, DATA + 0x1000, 1000, NEXT | WRITE, 2)
+    h.desc(2, DATA + 0x2000, 100, NEXT | WRITE, 3)
+    h.desc(3, DATA + 0x3000, 437, WRITE)  # 436 data bytes + the status byte
+    h.publish(0)
+    h.notify(0)
+    assert h.used_elem(1) == (0, 1537)
+    got = h.mem.read(DATA + 0x1000, 1000) + h.mem.read(DATA + 0x2000, 100) + h.mem.read(
+        DATA + 0x3000, 436)
+    assert got == payload
+    assert h.mem.read(DATA + 0x3000 + 436, 1) == bytes([OK])
+
+
+def test_out_gathered_from_elements_with_header_sharing_the_first(make_harness):
+    h = ready(make_harness)
+    payload = bytes(range(256)) * 4  # 1024 bytes
+    h.mem.write(DATA, struct.pack("<IIQ", OUT, 0, 30) + payload[:100])
+    h.mem.write(DATA + 0x1000, payload[100:])
+    h.desc(0, DATA, 116, NEXT, 1)
+    h.desc(1, DATA + 0x1000, 924, NEXT, 2)
+    h.desc(2, DATA + 0x2000, 1, WRITE)
+    h.publish(0)
+    h.notify(0)
+    assert h.used_elem(0) == (0, 1)
+    assert h.mem.read(DATA + 0x2000, 1) == bytes([OK])
+    assert disk(h, 30, 1024) == payload
+
+
+def test_in_past_the_end_of_a_short_backing_file_reads_zeros(make_harness, tmp_path):
+    img = tmp_path / "short.img"
+    img.write_bytes(b"\x5b" * 700)  # shorter than the 8-sector capacity
+    h = ready(make_harness, {"backing_file": str(img), "capacity_sectors": 8})
+    status, used, got = submit(h, IN, 1, data_in=1024)
+    assert (status, used) == (OK, 1025)
+    assert got == b"\x5b" * 188 + bytes(836)
