@@ -126,3 +126,14 @@ def test_multiplier_2_is_fine_without_notification_data():
     cfg = DeviceConfig.from_mapping(
         {"notify_off_multiplier": 2, "features": {"NOTIFICATION_DATA": False}}, where="t")
     assert cfg.notify_off_multiplier == 2
+
+
+def test_missing_backing_file_is_a_config_error(tmp_path):
+    from reference_device import GuestMemory, VirtioBlkPci
+    cfg = DeviceConfig.from_mapping({"backing_file": str(tmp_path / "nope.img")},
+                                    where="targets/x.yaml: device")
+    with pytest.raises(ConfigError) as info:
+        VirtioBlkPci(cfg, memory=GuestMemory(size=1 << 20))
+    msg = str(info.value)
+    assert msg.startswith("targets/x.yaml: device: backing_file: cannot open ")
+    assert "nope.img" in msg and "\n" not in msg
