@@ -61,7 +61,8 @@ NOTIFY_REGION_SIZE = 0x1000  # BAR 4 0x3000..0x3FFF
 class DeviceConfig:
     """Shape and contents of one reference virtio-blk-pci function."""
 
-    features: Mapping[str, bool] = field(default_factory=dict)  # canonical name -> offer?
+    # canonical feature name -> offer it?  (left out of the hash: a dict is not hashable)
+    features: Mapping[str, bool] = field(default_factory=dict, hash=False)
     read_only: bool = False
     num_queues: int = 4
     queue_size_max: int = 256

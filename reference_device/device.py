@@ -223,6 +223,8 @@ class VirtioBlkPci:
         self._event_idx = False
         self._indirect = False
         self.needs_reset_reasons.clear()
+        if self.msix is not None:
+            self.msix.clear_pending()
         self._fill_blkcfg()
         self._update_intx()
 

@@ -46,6 +46,14 @@ class Msix:
         self.enabled = False
         self.function_mask = False
 
+    def clear_pending(self) -> None:
+        """The events behind pending messages went away (virtio reset): drop them.
+
+        PCI 3.0 6.8.2: a function clears a Pending bit whose event has been
+        satisfied; after a reset the device must not notify (2.4.1).
+        """
+        self.pending = 0
+
     # ---------------------------------------------------------------- control
     def set_control(self, enabled: bool, function_mask: bool) -> None:
         """The MSI-X Enable and Function Mask bits changed in the capability."""

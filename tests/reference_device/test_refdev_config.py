@@ -137,3 +137,9 @@ def test_missing_backing_file_is_a_config_error(tmp_path):
     msg = str(info.value)
     assert msg.startswith("targets/x.yaml: device: backing_file: cannot open ")
     assert "nope.img" in msg and "\n" not in msg
+
+
+def test_config_is_hashable_and_compares_without_where():
+    a = DeviceConfig.from_mapping({"features": {"RO": True}}, where="a")
+    b = DeviceConfig.from_mapping({"features": {"VIRTIO_BLK_F_RO": True}}, where="b")
+    assert a == b and hash(a) == hash(b)

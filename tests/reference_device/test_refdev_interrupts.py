@@ -145,3 +145,13 @@ def test_reset_lowers_intx(make_harness):
     assert h.dev.intx_level
     h.set_status(0)
     assert not h.dev.intx_level and h.dev.t.isr == 0
+
+
+def test_device_reset_drops_pending_messages(make_harness):
+    h = ready(make_harness, masked=True)
+    one_flush(h)
+    assert h.dev.mmio_read(PBA, 4) == 1
+    h.set_status(0)
+    assert h.dev.mmio_read(PBA, 4) == 0
+    h.dev.mmio_write(BAR1_ADDR + 12, 4, 0)
+    assert h.mem.read_u32(MSI_ADDR) == 0
