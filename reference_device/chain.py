@@ -58,7 +58,9 @@ def walk_split(mem: GuestMemory, desc_addr: int, queue_size: int, head: int,
     if head >= queue_size:
         raise ChainError(f"head index {head} >= queue size {queue_size}",
                          "2.7.6 The Virtqueue Available Ring")
-    table = _dma(mem, desc_addr, queue_size * 16, "descriptor table")
+    table = desc_addr - base
+    if table < 0 or table + 16 * queue_size > msize:
+        _dma(mem, desc_addr, queue_size * 16, "descriptor table")  # raises
     limit = queue_size
     segs: Segments = []
     nread = 0

@@ -39,6 +39,13 @@ class VirtioBlkPci:
         self.offered = cfg.offered_features()
         self.read_only = bool(self.offered >> spec.VIRTIO_BLK_F_RO & 1)
         self.backing = BackingFile(cfg, self.read_only)
+        try:
+            self._build(cfg, memory)
+        except BaseException:
+            self.backing.close()  # do not leave a temporary disk behind
+            raise
+
+    def _build(self, cfg: DeviceConfig, memory: GuestMemory) -> None:
         self.engine = BlkEngine(cfg, self.backing)
         self.capacity = cfg.capacity_sectors
         self.writeback = cfg.writeback
