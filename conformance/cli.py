@@ -43,12 +43,12 @@ def pytest_args_for_run(args: argparse.Namespace, extra: Sequence[str]) -> list[
 def cmd_run(args: argparse.Namespace, extra: Sequence[str]) -> int:
     import pytest
 
-    from conformance.targets import TargetConfigError, load_target_file
+    from conformance.targets import TargetConfigError, TargetError, load_target_file, open_target
 
     if args.target_config:
         try:
-            load_target_file(args.target_config)
-        except TargetConfigError as exc:
+            open_target(load_target_file(args.target_config)).close()
+        except (TargetConfigError, TargetError) as exc:
             return _fail(str(exc))
     code = int(pytest.main(pytest_args_for_run(args, extra)))
     if code == EXIT_NO_TESTS:

@@ -57,9 +57,18 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "clause(*ids): the spec requirement(s) a conformance case checks")
     try:
-        config.stash[_SPEC_KEY] = target_spec_from_options(config)
-    except TargetConfigError as exc:
+        spec = target_spec_from_options(config)
+        # Building a target only checks its options; nothing starts before the first case.
+        config.stash[_TARGET_KEY] = open_target(spec)
+        config.stash[_SPEC_KEY] = spec
+    except (TargetConfigError, TargetError) as exc:
         raise pytest.UsageError(str(exc)) from None
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    tgt = config.stash.get(_TARGET_KEY, None)
+    if tgt is not None:
+        tgt.close()
 
 
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config,
@@ -108,12 +117,7 @@ def clause_matches(clause_id: str, patterns: list[str]) -> bool:
 
 @pytest.fixture(scope="session")
 def target(pytestconfig: pytest.Config) -> Iterator[Target]:
-    spec = pytestconfig.stash[_SPEC_KEY]
-    try:
-        tgt = open_target(spec)
-    except (TargetConfigError, TargetError) as exc:
-        pytest.exit(str(exc), returncode=4)
-    pytestconfig.stash[_TARGET_KEY] = tgt
+    tgt = pytestconfig.stash[_TARGET_KEY]
     try:
         yield tgt
     finally:
