@@ -14,9 +14,8 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
-PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+from conformance.runargs import case_run_args
 
 EXIT_OK = 0
 EXIT_USAGE = 4
@@ -29,10 +28,7 @@ def _fail(message: str, code: int = EXIT_USAGE) -> int:
 
 
 def pytest_args_for_run(args: argparse.Namespace, extra: Sequence[str]) -> list[str]:
-    # A fixed rootdir keeps node IDs ("conformance/cases/test_pci.py::...") the same
-    # wherever the command runs and whatever paths its options name.
-    argv = ["--pyargs", "conformance.cases", "-p", "no:cacheprovider",
-            "--rootdir", str(PACKAGE_ROOT), "-o", "console_output_style=count"]
+    argv = case_run_args() + ["-o", "console_output_style=count"]
     if args.target:
         argv += ["--target", args.target]
     if args.target_config:

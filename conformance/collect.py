@@ -8,6 +8,8 @@ from collections import defaultdict
 
 import pytest
 
+from conformance.runargs import case_run_args
+
 
 class _ClauseCollector:
     def __init__(self) -> None:
@@ -24,8 +26,7 @@ def collect_case_clauses() -> dict[str, list[str]]:
     """Map clause ID -> case node IDs, from a pytest ``--collect-only`` pass."""
     collector = _ClauseCollector()
     with contextlib.redirect_stdout(io.StringIO()):
-        code = pytest.main(["--pyargs", "conformance.cases", "--collect-only", "-q",
-                            "-p", "no:cacheprovider"], plugins=[collector])
+        code = pytest.main([*case_run_args(), "--collect-only", "-q"], plugins=[collector])
     if code not in (0, 5):
         raise RuntimeError(f"collecting the cases failed (pytest exit status {code})")
     return dict(collector.covered)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from conformance.runargs import case_run_args
 from conformance.summary import case_outcomes
 
 
@@ -28,8 +29,8 @@ def run_outcomes(target_file: str | Path, args: Sequence[str] = ()) -> dict[str,
     """nodeid -> (outcome, detail) for the packaged cases on the given target file."""
     recorder = _Recorder()
     with contextlib.redirect_stdout(io.StringIO()) as out:
-        code = pytest.main(["--pyargs", "conformance.cases", "-q", "-p", "no:cacheprovider",
-                            "--target-config", str(target_file), *args], plugins=[recorder])
+        code = pytest.main([*case_run_args(), "-q", "--target-config", str(target_file), *args],
+                           plugins=[recorder])
     if code not in (0, 1):
         raise RuntimeError(f"the case run did not complete (pytest exit status {code}):\n"
                            + out.getvalue()[-2000:])

@@ -5,8 +5,11 @@ checks ``cfg.has_defect(name)`` at the one place the deviation lives.  The
 suite's self-validation runs every case against each defect and expects at
 least one case to notice.
 
-Adding a defect is three lines: one ``_defect(...)`` call below and one
-``if cfg.has_defect("...")`` where the device misbehaves (plus a test).
+Adding a defect is three lines: one ``_defect(name, description, *clause_ids)``
+call below (the clause IDs come from conformance/clauses.yaml) and one
+``if cfg.has_defect("...")`` where the device misbehaves.  The self-validation
+(tests/test_cases_can_fail.py) then runs the cases that cite those clauses
+against the defective device and requires at least one to fail.
 """
 
 from __future__ import annotations
@@ -18,60 +21,64 @@ from dataclasses import dataclass
 class Defect:
     name: str
     description: str
-    sections: tuple[str, ...]  # the spec sections the deviation violates
+    clauses: tuple[str, ...]  # IDs in conformance/clauses.yaml that the deviation violates
+    # DeviceConfig fields the defect needs to show, e.g. (("read_only", True),) for a
+    # defect in read-only handling; applied on top of the defaults.
+    options: tuple[tuple[str, object], ...] = ()
 
 
 DEFECTS: dict[str, Defect] = {}
 
 
-def _defect(name: str, description: str, *sections: str) -> None:
-    DEFECTS[name] = Defect(name, description, sections)
+def _defect(name: str, description: str, *clauses: str,
+            options: dict[str, object] | None = None) -> None:
+    DEFECTS[name] = Defect(name, description, clauses, tuple((options or {}).items()))
 
 
 _defect(
     "no-version-1",
     "VIRTIO_F_VERSION_1 is not offered",
-    "6.2 Device Requirements: Reserved Feature Bits",
+    "feat.version-1-offered",
 )
 _defect(
     "accept-unoffered-features",
     "FEATURES_OK sticks even when the driver accepted features that were not offered",
-    "2.2.2 Device Requirements: Feature Bits",
+    "feat.features-ok-refusal",
 )
 _defect(
     "missing-isr-cap",
     "the ISR status capability is left out of the capability list",
-    "4.1.4.5.1 Device Requirements: ISR status capability",
+    "pci.isr-cap-present",
 )
 _defect(
     "used-len-includes-header",
     "the used length also counts the 16-byte request header",
-    "2.7.8.2 Device Requirements: The Virtqueue Used Ring",
+    "split.used-len",
 )
 _defect(
     "in-reads-wrong-sector",
     "VIRTIO_BLK_T_IN reads from sector + 1",
-    "5.2.6 Device Operation",
+    "blk.in-data",
 )
 _defect(
     "get-id-not-nul-padded",
     "VIRTIO_BLK_T_GET_ID pads a short serial with spaces instead of NULs",
-    "5.2.6 Device Operation",
+    "blk.get-id",
 )
 _defect(
     "flush-unsupported",
     "VIRTIO_BLK_T_FLUSH is answered with VIRTIO_BLK_S_UNSUPP even when negotiated",
-    "5.2.6.2 Device Requirements: Device Operation",
+    "blk.flush",
 )
 _defect(
     "used-idx-no-wrap",
     "pending work is avail idx - last seen idx without mod 2^16: the queue stalls at the wrap",
-    "2.7.6 The Virtqueue Available Ring",
+    "split.used-idx-wrap",
 )
 _defect(
     "status-not-written",
     "the status byte of a VIRTIO_BLK_T_OUT request is left untouched",
-    "5.2.6 Device Operation",
+    "blk.status-ok",
 )
 
 

@@ -1,66 +1,43 @@
-"""Every conformance case must be able to fail.
+"""Every conformance case must be able to fail, and every defect must be caught.
 
-For each injectable defect of the reference device, the cases that check the
-violated clause are run against a device with that defect; each must fail.
-The defect-free device passing every case is the CI step that runs
+For each injectable defect of the reference device, the cases that cite the
+clauses the defect violates run against a device with that defect; at least
+one must fail.  Across all defects, every case of the catalogue must fail at
+least once: a case that passes whatever is broken checks nothing.  The
+defect-free device passing every case is the CI step that runs
 ``vblk-conformance run`` on the reference target.
 """
 
 from __future__ import annotations
 
 import pytest
-import yaml
 
-from conformance.selfcheck import run_outcomes
+from conformance.clauses import load_registry
+from conformance.collect import collect_case_clauses
+from conformance.mutants import format_kill_table, kill_table
 from reference_device.defects import DEFECTS
 
-# defect -> (pytest -k expression selecting the cases, node ID fragments that must fail)
-KILLS: dict[str, tuple[str, list[str]]] = {
-    "no-version-1": ("test_version_1_offered", ["test_version_1_offered"]),
-    "accept-unoffered-features": (
-        "test_features_ok_refused",
-        ["refused_for_unoffered_feature[blk-feature]",
-         "refused_for_unoffered_feature[reserved-bit]"]),
-    "missing-isr-cap": ("test_required_capability_present",
-                        ["test_required_capability_present[isr]"]),
-    "used-len-includes-header": ("test_in_returns_backing_data",
-                                 ["test_in_returns_backing_data[0-512]"]),
-    "in-reads-wrong-sector": ("test_in_returns_backing_data or test_in_last_sector",
-                              ["test_in_returns_backing_data[3-4096]", "test_in_last_sector"]),
-    "get-id-not-nul-padded": ("test_get_id", ["test_get_id"]),
-    "flush-unsupported": ("test_flush", ["test_flush"]),
-    "used-idx-no-wrap": ("test_index_wraparound", ["test_index_wraparound[8]"]),
-    "status-not-written": ("test_out_lands_on_disk", ["test_out_lands_on_disk[5-512]"]),
-}
+
+def test_defects_name_known_clauses():
+    registry = load_registry()
+    unknown = {d.name: [c for c in d.clauses if c not in registry]
+               for d in DEFECTS.values()}
+    assert not {k: v for k, v in unknown.items() if v}
+    assert all(d.clauses for d in DEFECTS.values())
 
 
-def target_file(tmp_path, defects: list[str]):
-    path = tmp_path / "target.yaml"
-    path.write_text(yaml.safe_dump({"kind": "reference", "timeout": 2,
-                                    "device": {"defects": defects}}))
-    return path
+@pytest.fixture(scope="module")
+def table():
+    return kill_table(sorted(DEFECTS))
 
 
-def test_every_defect_is_listed():
-    assert sorted(KILLS) == sorted(DEFECTS), "a defect without cases that must catch it"
+def test_every_defect_is_caught(table):
+    survivors = [r for r in table if not r.killed]
+    assert not survivors, "\n" + format_kill_table(table)
 
 
-@pytest.mark.parametrize("defect", sorted(KILLS))
-def test_defect_makes_its_cases_fail(tmp_path, defect):
-    keyword, must_fail = KILLS[defect]
-    outcomes = run_outcomes(target_file(tmp_path, [defect]), ["-k", keyword])
-    assert outcomes, f"-k {keyword!r} selected no case"
-    for fragment in must_fail:
-        hits = {n: o for n, o in outcomes.items() if fragment in n}
-        assert hits, f"no case matches {fragment!r}"
-        for nodeid, (outcome, _detail) in hits.items():
-            assert outcome == "failed", f"{nodeid} {outcome} with defect {defect}"
-
-
-@pytest.mark.parametrize("keyword", [
-    "test_version_1_offered or test_features_ok_refused or test_required_capability_present",
-    "test_in_returns_backing_data or test_get_id or test_flush or test_out_lands_on_disk",
-])
-def test_same_cases_pass_without_defects(tmp_path, keyword):
-    outcomes = run_outcomes(target_file(tmp_path, []), ["-k", keyword])
-    assert outcomes and all(o == "passed" for o, _ in outcomes.values()), outcomes
+def test_every_case_fails_under_some_defect(table):
+    cases = {n for ids in collect_case_clauses().values() for n in ids}
+    killed = {n for r in table for n in r.killed_by}
+    never = sorted(cases - killed)
+    assert not never, f"{len(never)} case(s) pass whatever defect is injected: {never[:20]}"

@@ -71,7 +71,7 @@ def test_defect_registry_has_descriptions_and_sections():
             "used-len-includes-header", "in-reads-wrong-sector", "get-id-not-nul-padded",
             "flush-unsupported", "used-idx-no-wrap", "status-not-written"} <= set(DEFECTS)
     for d in DEFECTS.values():
-        assert d.description and d.sections and all(s[0].isdigit() for s in d.sections)
+        assert d.description and d.clauses and all("." in c for c in d.clauses)
 
 
 @pytest.mark.parametrize("mapping, needle", [
