@@ -63,6 +63,20 @@ def cmd_clauses(args: argparse.Namespace, extra: Sequence[str]) -> int:
     return EXIT_OK
 
 
+def cmd_mutants(args: argparse.Namespace, extra: Sequence[str]) -> int:
+    from conformance.mutants import format_kill_table, kill_table
+    from reference_device.defects import DEFECTS
+
+    names = args.defect or sorted(DEFECTS)
+    unknown = [n for n in names if n not in DEFECTS]
+    if unknown:
+        return _fail(f"--defect: unknown defect(s) {', '.join(unknown)} "
+                     f"(known: {', '.join(sorted(DEFECTS))})")
+    results = kill_table(names, jobs=args.jobs)
+    print(format_kill_table(results))
+    return 0 if all(r.killed and not r.error for r in results) else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vblk-conformance",
@@ -77,6 +91,15 @@ def build_parser() -> argparse.ArgumentParser:
     clauses.add_argument("--uncovered", action="store_true",
                          help="only requirements no case checks")
     clauses.set_defaults(func=cmd_clauses)
+    mutants = sub.add_parser(
+        "mutants", help="run the cases against each injectable defect of the reference device",
+        description="For each defect, run the cases citing its clauses against a reference "
+                    "device with that defect; print the kill table; exit 1 if any survives.")
+    mutants.add_argument("--defect", action="append", metavar="NAME",
+                         help="only this defect (repeatable; default: all)")
+    mutants.add_argument("-j", "--jobs", type=int, default=None,
+                         help="parallel runs (default: number of CPUs)")
+    mutants.set_defaults(func=cmd_mutants)
     return parser
 
 
