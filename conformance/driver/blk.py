@@ -9,6 +9,7 @@ data, whether guard bytes around the buffers survived) and the cases judge.
 
 from __future__ import annotations
 
+import functools
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -159,6 +160,12 @@ def segments_request(type_: int, segments: Sequence[tuple[int, int, int]], **kw)
     return BlkRequest(type_, data=b"".join(pack_segment(*s) for s in segments), **kw)
 
 
+@functools.lru_cache(maxsize=64)
+def _poisoned_region(length: int) -> bytes:
+    """Guard, ``length`` poison bytes, guard: what a writable buffer holds before the device."""
+    return GUARD + bytes([POISON]) * length + GUARD
+
+
 @dataclass
 class _Prepared:
     request: BlkRequest
@@ -253,7 +260,7 @@ class BlkDevice:
         w_addr = w_block + len(GUARD)
         ops: list[Op] = [
             MemWrite(r_addr, readable),
-            MemWrite(w_block, GUARD + bytes([POISON]) * w_total + GUARD),
+            MemWrite(w_block, _poisoned_region(w_total)),
         ]
         prep = _Prepared(req, r_addr, w_addr)
         pos = 0
