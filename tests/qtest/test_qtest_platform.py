@@ -25,7 +25,7 @@ from conformance.targets.qtest.backing import pattern_bytes
 pytestmark = [needs_qemu, pytest.mark.qemu]
 
 
-@pytest.mark.parametrize("machine", ["q35", "pc"])
+@pytest.mark.parametrize("machine", ["q35", "pc", "pc-q35-7.2", "pc-i440fx-7.2"])
 def test_identity_in_config_space(make_platform, machine):
     p = make_platform(machine=machine)
     assert p.config_read(s.PCI_VENDOR_ID, 2) == s.PCI_VENDOR_ID_REDHAT_QUMRANET
@@ -128,7 +128,8 @@ def test_backing_file_has_the_pattern(platform):
     assert platform.backing_read(512 * 7 + 3, 600) == pattern_bytes(512 * 7 + 3, 600)
 
 
-@pytest.mark.parametrize("machine, gsi", [("q35", 20), ("pc", 11)])
+@pytest.mark.parametrize("machine, gsi", [("q35", 20), ("pc", 11), ("pc-q35-7.2", 20),
+                                          ("pc-i440fx-7.2", 11)])
 def test_intx_follows_config_interrupt(make_platform, machine, gsi):
     """block_resize -> configuration change interrupt (4.1.5.3) -> INTx up; ISR read -> down."""
     p = make_platform(machine=machine)
@@ -192,3 +193,31 @@ def test_describe(platform):
     assert d["qemu_version"].count(".") == 2
     assert "-qtest unix:" in d["command_line"]
     assert d["device"].endswith("addr=04.0")
+    assert d["machine_family"] == "q35" and d["shared_memory"] is False
+    # From QMP query-pci: the DUT as QEMU itself lists it.
+    assert "00:04.0 1af4:1042 SCSI controller" in d["pci_functions"]
+    assert d["pci_functions"][0].startswith("00:00.0 8086:29c0 ")  # q35's host bridge
+    dut = d["dut_pci"]
+    assert (dut["vendor"], dut["device"], dut["subsystem"]) == ("0x1af4", "0x1042", "0x1100")
+    assert dut["irq_pin"] == 1
+    assert dut["bars"][4] == {"type": "memory", "size": 16384}
+
+
+def test_disk_created_under_the_devices_drive_name(make_platform):
+    p = make_platform(device="virtio-blk-pci,drive=mine,disable-legacy=on")
+    assert p.backing_read(512, 8) == pattern_bytes(512, 8)
+    p.resize(8 << 20)  # by the node name the device string gave
+    _, bar, devcfg = virtio_caps(p)[s.VIRTIO_PCI_CAP_DEVICE_CFG]
+    bring_up_bar(p, bar)
+    assert p.bar_read(bar, devcfg, 8) == (8 << 20) // 512
+    assert "node-name=mine," in p.describe()["command_line"]
+
+
+def test_shared_memory_backend(make_platform):
+    p = make_platform(shared_memory=True)
+    line = p.describe()["command_line"]
+    assert "-object memory-backend-memfd,id=vbc-ram,size=256M,share=on" in line
+    assert "-machine q35,pit=off,memory-backend=vbc-ram" in line
+    addr = p.dma_alloc(4096)
+    p.mem_write(addr, b"shared")
+    assert p.mem_read(addr, 6) == b"shared"

@@ -39,7 +39,8 @@ from . import protocol as qt
 from .backing import create_pattern_file
 from .config import QtestSpec, split_options
 from .errors import QemuDiedError, QtestCommandError, QtestTimeoutError, TargetStartError
-from .process import QemuProcess
+from .pci_info import dut_pci_info, pci_summary
+from .process import QemuProcess, prefix_data_dir, resolve_binary
 from .qmp import QmpError, QmpSession
 
 #: BAR windows: above q35's MMCONFIG (0xB0000000, 256 MiB, where firmware puts
@@ -52,7 +53,7 @@ IO_WINDOW = (0xC000, 0x10000)
 #: shadow) and below 2 GiB (the lowest below-4G RAM top QEMU picks on x86).
 DMA_START = 0x20_0000
 DMA_LIMIT = 0x8000_0000
-DUT_NODE = "dut"
+RAM_BACKEND = "vbc-ram"
 START_TIMEOUT = 30.0
 
 Decoder = Callable[[list[str]], Result]
@@ -63,7 +64,7 @@ class QtestPlatform(Platform):
 
     def __init__(self, spec: QtestSpec | None = None):
         self.spec = spec = spec or QtestSpec()
-        self.mmio_window = MMIO_WINDOWS[spec.machine]
+        self.mmio_window = MMIO_WINDOWS[spec.machine_family]
         self.io_window = IO_WINDOW
         self._closed = False
         self._qemu: QemuProcess | None = None
@@ -78,6 +79,9 @@ class QtestPlatform(Platform):
         self._intx_why = "INTx has not been set up"
         self._workdir = tempfile.mkdtemp(prefix="vbc-qtest-")
         self.backing_path: str | None = None
+        self._backing_size = 0
+        self._data_dir: str | None = None
+        self._pci: list[dict[str, Any]] = []
         try:
             self._start()
         except BaseException:
@@ -87,24 +91,48 @@ class QtestPlatform(Platform):
     # --- start-up -------------------------------------------------------------
     def _disk_args(self) -> list[str]:
         spec = self.spec
+        if spec.backing_file:
+            # Served by a backend the user started; QEMU itself opens nothing.
+            self.backing_path = spec.backing_file
+            self._backing_size = os.path.getsize(spec.backing_file)
+            create_pattern_file(self.backing_path, self._backing_size, truncate=False)
         if spec.blockdev:
             return ["-blockdev", spec.blockdev]
         if spec.drive:
             return ["-drive", spec.drive]
+        node = spec.created_disk_node
+        if node is None:
+            return []  # e.g. vhost-user-blk-pci: the disk lives in the backend
         self.backing_path = os.path.join(self._workdir, "disk.raw")
+        self._backing_size = spec.disk_size
         create_pattern_file(self.backing_path, spec.disk_size)
         path = self.backing_path.replace(",", ",,")  # QEMU's option-value escaping
-        return ["-blockdev", f"driver=raw,node-name={DUT_NODE},file.driver=file,"
+        return ["-blockdev", f"driver=raw,node-name={node},file.driver=file,"
                              f"file.filename={path}"]
+
+    def _machine_args(self) -> list[str]:
+        spec = self.spec
+        # The PIT would tick (and raise IRQ 0) forever with nobody to program
+        # it; nothing here needs a timer.
+        machine = f"{spec.machine},pit=off"
+        args = ["-m", spec.memory]
+        if spec.uses_shared_memory:
+            # A vhost-user backend maps guest RAM to reach the rings and
+            # buffers, so RAM must be a file descriptor it can be handed.
+            machine += f",memory-backend={RAM_BACKEND}"
+            args += ["-object", f"memory-backend-memfd,id={RAM_BACKEND},size={spec.memory},"
+                                "share=on"]
+        self._data_dir = spec.data_dir
+        if self._data_dir is None and "-L" not in spec.extra_args:
+            self._data_dir = prefix_data_dir(resolve_binary(spec.qemu))
+        if self._data_dir:
+            args += ["-L", self._data_dir]
+        return ["-machine", machine, *args]
 
     def _start(self) -> None:
         spec = self.spec
-        argv = [
-            # The PIT would tick (and raise IRQ 0) forever with nobody to
-            # program it; nothing here needs a timer.
-            "-machine", f"{spec.machine},pit=off", "-m", spec.memory,
-            *self._disk_args(), "-device", spec.device_arg(), *spec.extra_args,
-        ]
+        argv = [*self._machine_args(), *self._disk_args(), "-device", spec.device_arg(),
+                *spec.extra_args]
         self._qemu = QemuProcess(spec.qemu, argv, start_timeout=max(START_TIMEOUT, spec.timeout),
                                  workdir=self._workdir)
         self._qt = qt.QtestClient(self._qemu.qtest_sock, timeout=spec.timeout,
@@ -127,6 +155,10 @@ class QtestPlatform(Platform):
                 raise self._qemu.start_error() from None
             raise TargetStartError(f"QMP of QEMU did not come up: {exc}") from None
         self._clock_step = self._qt.supports("clock_step")
+        try:
+            self._pci = self._qmp.command("query-pci")
+        except QmpError:
+            self._pci = []  # metadata only; a QEMU without it still runs the cases
         ident = self.config_read(0, 4)
         if ident == 0xFFFFFFFF:
             raise TargetStartError(
@@ -140,7 +172,7 @@ class QtestPlatform(Platform):
             self._intx_why = f"the DUT reports no INTx pin (Interrupt Pin = {pin})"
             return
         try:
-            if self.spec.machine == "q35":
+            if self.spec.machine_family == "q35":
                 gsi = intx.q35_gsi(self._slot, pin)
             else:
                 if self._other_config_read(*intx.PIIX3_DEVFN, 0, 4) != intx.PIIX3_ID:
@@ -335,7 +367,7 @@ class QtestPlatform(Platform):
         self._cf8 = None
         self._dma_next = DMA_START
         self._qt.sync_events()  # take in the IRQ lowers the reset caused
-        if self._intx_gsi is not None and self.spec.machine == "pc":
+        if self._intx_gsi is not None and self.spec.machine_family == "pc":
             self._setup_intx()  # PIIX3 reset its PIRQ routing; the intercept stays
 
     def restore_disk(self) -> None:
@@ -344,10 +376,10 @@ class QtestPlatform(Platform):
             raise Unsupported("the target did not create the disk")
         with open(self.backing_path, "rb") as f:
             size = os.fstat(f.fileno()).st_size
-        if size != self.spec.disk_size:
-            self.resize(self.spec.disk_size)
+        if size != self._backing_size:
+            self.resize(self._backing_size)
         # Raw file, no QEMU-side data cache: rewriting it is seen by the next read.
-        create_pattern_file(self.backing_path, self.spec.disk_size, truncate=False)
+        create_pattern_file(self.backing_path, self._backing_size, truncate=False)
 
     # --- observation and control plane ---------------------------------------------
     def intx_level(self) -> bool:
@@ -380,8 +412,10 @@ class QtestPlatform(Platform):
             opts = split_options(spec.drive)[1]
             if "id" in opts:
                 return {"device": opts["id"]}
+        elif spec.created_disk_node:
+            return {"node-name": spec.created_disk_node}
         else:
-            return {"node-name": DUT_NODE}
+            raise Unsupported("cannot resize: the disk lives in a backend outside QEMU")
         raise Unsupported("cannot resize: the blockdev/drive options name no node-name/id")
 
     def backing_read(self, offset: int, n: int) -> bytes:
@@ -392,6 +426,11 @@ class QtestPlatform(Platform):
         # completed write is visible to a plain read.
         with open(self.backing_path, "rb") as f:
             return os.pread(f.fileno(), n, offset)
+
+    def healthy(self) -> bool:
+        """Whether QEMU still runs and its qtest connection is usable."""
+        return (not self._closed and self._qemu is not None and self._qemu.alive()
+                and self._qt is not None and self._qt.usable)
 
     def qmp(self, command: str, **arguments: Any) -> Any:
         """Run a QMP command on this QEMU (for tests and diagnostics)."""
@@ -417,6 +456,9 @@ class QtestPlatform(Platform):
             "qemu_package": v.get("package"),
             "qemu_binary": self._qemu.binary if self._qemu else self.spec.qemu,
             "machine": self.spec.machine,
+            "machine_family": self.spec.machine_family,
+            "data_dir": self._data_dir,
+            "shared_memory": self.spec.uses_shared_memory,
             "device": self.spec.device_arg(),
             "serial": split_options(self.spec.device_arg())[1].get("serial"),
             "pci_address": f"0000:00:{self._slot:02x}.{self._fn}",
@@ -425,6 +467,8 @@ class QtestPlatform(Platform):
                      else f"unsupported: {self._intx_why}"),
             "clock_step": getattr(self, "_clock_step", False),
             "mmio_window": [hex(x) for x in self.mmio_window],
+            "pci_functions": pci_summary(self._pci),
+            "dut_pci": dut_pci_info(self._pci, self._slot, self._fn),
         }
 
     def close(self) -> None:

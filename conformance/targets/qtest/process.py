@@ -102,6 +102,37 @@ def resolve_binary(path: str) -> str:
     return found
 
 
+#: Where a QEMU installed system-wide looks for firmware anyway.
+_SYSTEM_DATA_DIRS = ("/usr/share/qemu", "/usr/local/share/qemu")
+
+
+def prefix_data_dir(binary: str) -> str | None:
+    """``PREFIX/share/qemu`` for a binary in ``PREFIX/bin``, when it exists.
+
+    A QEMU unpacked into a private prefix (e.g. by ci/install-qemu.sh) keeps
+    the firmware directory compiled into it (/usr/share/qemu), which holds
+    another version's files or none; ``-L`` with the prefix's own directory
+    puts its firmware and option ROMs first.  None for a binary installed
+    system-wide.
+    """
+    bindir = os.path.dirname(os.path.realpath(binary))
+    if os.path.basename(bindir) != "bin":
+        return None
+    candidate = os.path.join(os.path.dirname(bindir), "share", "qemu")
+    if candidate in _SYSTEM_DATA_DIRS or not os.path.isdir(candidate):
+        return None
+    return candidate
+
+
+def _proc_state(pid: int) -> str | None:
+    """The one-letter state of ``pid`` from /proc (R, S, T, Z, ...), None if unknown."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return None
+
+
 def describe_exit(returncode: int | None) -> str:
     if returncode is None:
         return "QEMU is still running"
@@ -226,13 +257,19 @@ class QemuProcess:
     def diagnose(self) -> str:
         """Exit status and last stderr lines, for errors raised mid-session."""
         rc = self.wait_exit(1.0)
-        text = describe_exit(rc)
+        text = describe_exit(rc) if rc is not None else self._describe_running()
         tail = [ln for ln in (self.stderr.tail(10) if self.stderr else []) if not _noise(ln)]
         if tail:
             text += "; last QEMU stderr lines:\n  " + "\n  ".join(tail)
         else:
             text += "; QEMU printed nothing on stderr"
         return text
+
+    def _describe_running(self) -> str:
+        state = _proc_state(self.proc.pid) if self.proc else None
+        if state in ("T", "t"):
+            return "QEMU is stopped (SIGSTOP or a debugger) and answers nothing"
+        return f"QEMU is still running (process state {state or '?'}) but did not answer"
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -250,6 +287,8 @@ class QemuProcess:
             if self.proc.poll() is None:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(self.proc.pid, signal.SIGTERM)
+                    # A stopped QEMU (SIGSTOP, a debugger) acts on SIGTERM only once continued.
+                    os.killpg(self.proc.pid, signal.SIGCONT)
                 try:
                     self.proc.wait(3.0)
                 except subprocess.TimeoutExpired:

@@ -100,6 +100,11 @@ class QtestClient:
         self.irq_raises: dict[int, int] = {}
         self.round_trips = 0
 
+    @property
+    def usable(self) -> bool:
+        """False once QEMU vanished, hung or the connection was closed."""
+        return self._broken is None
+
     # -- low level --------------------------------------------------------------
     def pipeline(self, commands: Sequence[str], timeout: float | None = None) -> list[str]:
         """Send all ``commands`` in one go; return their ``OK`` payloads in order.
