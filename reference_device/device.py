@@ -62,7 +62,8 @@ class VirtioBlkPci:
         self.msix = Msix(nvec, memory, self._bus_master) if nvec else None
         self.t = Transport(cfg.num_queues, cfg.queue_size_max, self.offered, nvec,
                            cfg.notify_off_multiplier, self,
-                           accept_unoffered=cfg.has_defect("accept-unoffered-features"))
+                           accept_unoffered=cfg.has_defect("accept-unoffered-features"),
+                           has_defect=cfg.has_defect)
         self._event_idx = False
         self._indirect = False
         self._no_wrap_defect = cfg.has_defect("used-idx-no-wrap")

@@ -9,6 +9,7 @@ the ``hooks`` object (the device).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 from conformance import spec
@@ -26,8 +27,11 @@ class TransportHooks(Protocol):
 class Transport:
     def __init__(self, num_queues: int, queue_size_max: int, offered: int, msix_vectors: int,
                  notify_off_multiplier: int, hooks: TransportHooks, *,
-                 accept_unoffered: bool = False):
+                 accept_unoffered: bool = False,
+                 has_defect: Callable[[str], bool] | None = None):
         self.offered = offered
+        # DeviceConfig.has_defect: injectable deviations that live in the transport
+        self.has_defect = has_defect or (lambda name: False)
         self.msix_vectors = msix_vectors
         self.notify_off_multiplier = notify_off_multiplier
         self.hooks = hooks
