@@ -174,6 +174,10 @@ class _Prepared:
     buffers: list[Buffer] = field(default_factory=list)
 
 
+#: What :meth:`BlkDevice.post` hands back for each request: an opaque handle.
+PostedRequest = _Prepared
+
+
 class BlkDevice:
     """A virtio-blk-pci device driven through a Platform."""
 
@@ -361,6 +365,48 @@ class BlkDevice:
 
     def submit_one(self, request: BlkRequest, queue: int = 0) -> BlkCompletion:
         return self.submit([request], queue)[0]
+
+    # --- post now, collect later: for cases about what the device must not do yet ----
+    def post(self, requests: Sequence[BlkRequest], queue: int = 0, *,
+             kick: bool = True) -> list[PostedRequest]:
+        """Make ``requests`` available on ``queue`` (and notify unless ``kick`` is False).
+
+        Nothing waits; :meth:`reap` collects the completions later, and
+        :meth:`writable_bytes` shows whether the device touched a request meanwhile.
+        """
+        q = self.queues[queue]
+        ops: list[Op] = []
+        posted: list[PostedRequest] = []
+        for req in requests:
+            prep, fill = self._prepare(req)
+            ops += fill
+            ops += q.add(prep.buffers, (len(posted), prep), indirect=req.indirect)
+            posted.append(prep)
+        ops += q.publish()
+        if kick:
+            ops += q.kick()
+        self.platform.execute(ops)
+        return posted
+
+    def kick(self, queue: int = 0) -> None:
+        """An available buffer notification for ``queue`` (2.9), nothing else."""
+        self.platform.execute(self.queues[queue].kick())
+
+    def writable_bytes(self, posted: PostedRequest) -> bytes:
+        """The device-writable part of a posted request as it is now (all POISON if untouched)."""
+        return self.platform.mem_read(posted.writable_addr, posted.request.writable_len)
+
+    def reap(self, posted: Sequence[PostedRequest], queue: int = 0,
+             timeout: float | None = None) -> list[BlkCompletion]:
+        """Wait until the device used every request of ``posted``; completions in post order.
+
+        ``posted`` must be everything in flight on ``queue``.
+        """
+        timeout = self.timeout if timeout is None else timeout
+        used = {id(u.token[1]): u for u in self.queues[queue].wait(len(posted), timeout)}
+        regions = self.platform.execute([self._region_op(p) for p in posted])
+        return [self._complete(p, used[id(p)], region, queue)  # type: ignore[arg-type]
+                for p, region in zip(posted, regions)]
 
     # --- plain I/O for cases that need data in place ---------------------------------
     def read(self, sector: int, nbytes: int, queue: int = 0) -> bytes:
