@@ -1,6 +1,9 @@
 """``vblk-conformance``: the command line.
 
     vblk-conformance run [--target KIND | --target-config FILE] [PYTEST ARGS...]
+    vblk-conformance run --target-config A --target-config B ...   (run both, compare)
+    vblk-conformance compare RESULTS RESULTS... [--markdown FILE] [--html FILE]
+    vblk-conformance baseline update --results FILE --baseline FILE | check FILE...
     vblk-conformance clauses [--uncovered]
 
 ``run`` is pytest over the packaged cases with this project's plugin; any
@@ -15,6 +18,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from conformance import cli_reports as reports
 from conformance.runargs import case_run_args
 
 EXIT_OK = 0
@@ -32,8 +36,8 @@ def pytest_args_for_run(args: argparse.Namespace, extra: Sequence[str]) -> list[
     if args.target:
         argv += ["--target", args.target]
     if args.target_config:
-        argv += ["--target-config", args.target_config]
-    return argv + list(extra)
+        argv += ["--target-config", args.target_config[0]]
+    return argv + reports.pytest_options(args) + list(extra)
 
 
 def cmd_run(args: argparse.Namespace, extra: Sequence[str]) -> int:
@@ -41,11 +45,14 @@ def cmd_run(args: argparse.Namespace, extra: Sequence[str]) -> int:
 
     from conformance.targets import TargetConfigError, TargetError, load_target_file, open_target
 
+    if args.target_config and len(args.target_config) > 1:
+        return reports.run_many(args, extra)
     if args.target_config:
         try:
-            open_target(load_target_file(args.target_config)).close()
+            open_target(load_target_file(args.target_config[0])).close()
         except (TargetConfigError, TargetError) as exc:
             return _fail(str(exc))
+    reports.check_baselines(args.baseline or [])
     code = int(pytest.main(pytest_args_for_run(args, extra)))
     if code == EXIT_NO_TESTS:
         return _fail("no conformance case was collected (check -k / the case selection)",
@@ -85,7 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the conformance cases against a target",
                          description="Run the conformance cases; unknown options go to pytest.")
     run.add_argument("--target", metavar="KIND", help="reference (default) or qtest")
-    run.add_argument("--target-config", metavar="FILE", help="YAML target file")
+    run.add_argument("--target-config", metavar="FILE", action="append",
+                     help="YAML target file; repeat it to run several targets and compare them")
+    reports.add_run_options(run)
     run.set_defaults(func=cmd_run)
     clauses = sub.add_parser("clauses", help="list the spec requirements and their coverage")
     clauses.add_argument("--uncovered", action="store_true",
@@ -100,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     mutants.add_argument("-j", "--jobs", type=int, default=None,
                          help="parallel runs (default: number of CPUs)")
     mutants.set_defaults(func=cmd_mutants)
+    reports.add_parsers(sub)
     return parser
 
 
@@ -108,7 +118,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args, extra = parser.parse_known_args(argv)
     if extra and args.command != "run":
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    return args.func(args, extra)
+    try:
+        return args.func(args, extra)
+    except reports.UsageProblem as exc:
+        return _fail(str(exc))
 
 
 if __name__ == "__main__":

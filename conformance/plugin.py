@@ -14,7 +14,9 @@ import pytest
 from conformance.driver.blk import BlkDevice
 from conformance.driver.device import FeatureNotOffered
 from conformance.driver.platform import Platform
-from conformance.summary import format_area_summary, is_case_path
+from conformance.outcomes import CaseOutcome
+from conformance.recorder import Recorder
+from conformance.summary import EXTRA_OUTCOMES, format_area_summary, is_case_path
 from conformance.targets import (
     Target,
     TargetConfigError,
@@ -28,6 +30,8 @@ from conformance.targets import (
 _SPEC_KEY = pytest.StashKey[TargetSpec]()
 _TARGET_KEY = pytest.StashKey[Target]()
 _CASES_KEY = pytest.StashKey[set[str]]()
+_RECORDER_KEY = pytest.StashKey["Recorder"]()
+_OUTCOME_KEY = pytest.StashKey["CaseOutcome"]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -39,6 +43,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--clause", action="append", default=[], metavar="ID",
                     help="run only the cases that check this clause (repeatable; "
                          "a trailing '*' matches a prefix, e.g. 'blk.*')")
+    group.addoption("--results", default=None, metavar="FILE",
+                    help="write the run's results file (JSON, docs/results-schema.md)")
+    group.addoption("--baseline", default=None, metavar="FILE",
+                    help="known deviations of this target (YAML): listed failures do not "
+                         "fail the run, listed cases that now pass do")
+    group.addoption("--strict-should", action="store_true", default=False,
+                    help="a deviation (a failed SHOULD/MAY-only case) fails the run")
+    group.addoption("--spec-url", default=None, metavar="TEMPLATE",
+                    help="allure link to a clause's spec section: {section} and {title} "
+                         "are filled in (default: the VIRTIO 1.2 cs01 HTML)")
 
 
 def target_spec_from_options(config: pytest.Config) -> TargetSpec:
@@ -63,6 +77,29 @@ def pytest_configure(config: pytest.Config) -> None:
         config.stash[_SPEC_KEY] = spec
     except (TargetConfigError, TargetError) as exc:
         raise pytest.UsageError(str(exc)) from None
+    config.stash[_RECORDER_KEY] = _register_recorder(config)
+
+
+def _register_recorder(config: pytest.Config) -> Recorder:
+    """Outcomes, baseline verdicts, progress and the results file (conformance.recorder)."""
+    from conformance.allure import SPEC_URL_TEMPLATE
+    from conformance.baseline import BaselineError, load_baseline
+    from conformance.clauses import load_registry
+
+    registry = load_registry()
+    baseline = None
+    if config.getoption("--baseline"):
+        try:
+            baseline = load_baseline(config.getoption("--baseline"), registry)
+        except BaselineError as exc:
+            raise pytest.UsageError(str(exc)) from None
+    recorder = Recorder(config, baseline=baseline, results_path=config.getoption("--results"),
+                        strict_should=config.getoption("--strict-should"),
+                        alluredir=config.getoption("allure_report_dir", None),
+                        spec_url=config.getoption("--spec-url") or SPEC_URL_TEMPLATE,
+                        registry=registry)
+    config.pluginmanager.register(recorder, "vblk-conformance-recorder")
+    return recorder
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -130,8 +167,8 @@ def platform(target: Target, request: pytest.FixtureRequest) -> Iterator[Platfor
     try:
         yield plat
     finally:
-        rep = getattr(request.node, "_vblk_call_report", None)
-        target.release(plat, broken=bool(rep is not None and rep.failed))
+        # The call's own failure, before a deviation or baseline verdict rewrote it.
+        target.release(plat, broken=bool(getattr(request.node, "_vblk_call_failed", False)))
 
 
 @pytest.fixture
@@ -146,6 +183,14 @@ def blk(device: BlkDevice) -> BlkDevice:
     return device.init()
 
 
+@pytest.fixture
+def case_outcome(request: pytest.FixtureRequest) -> CaseOutcome:
+    """Lets a negative case declare ``reject`` or ``wedged`` (conformance.outcomes)."""
+    outcome = CaseOutcome()
+    request.node.stash[_OUTCOME_KEY] = outcome
+    return outcome
+
+
 # --- outcomes -----------------------------------------------------------------------
 
 
@@ -158,13 +203,17 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
         path, lineno, _ = item.reportinfo()
         report.longrepr = (str(path), (lineno or 0) + 1, f"Skipped: {call.excinfo.value}")
     if call.when == "call":
-        item._vblk_call_report = report  # type: ignore[attr-defined]
+        item._vblk_call_failed = report.failed  # type: ignore[attr-defined]
+    recorder = item.config.stash.get(_RECORDER_KEY, None)
+    if recorder is not None:
+        declared = item.stash.get(_OUTCOME_KEY, None)
+        report = recorder.classify(item, call, report, declared.mark if declared else None)
     return report
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
     cases = config.stash.get(_CASES_KEY, set())
-    reports = [r for key in ("passed", "failed", "skipped", "error")
+    reports = [r for key in ("passed", "failed", "skipped", "error", *EXTRA_OUTCOMES)
                for r in terminalreporter.stats.get(key, [])
                if hasattr(r, "when") and r.nodeid in cases]
     if not reports:

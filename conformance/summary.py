@@ -12,6 +12,9 @@ from pathlib import Path
 from typing import Any
 
 OUTCOMES = ("passed", "failed", "error", "skipped")
+# Shown only when some case has them (conformance.outcomes: deviations, negative
+# cases, and the verdicts a baseline adds).
+EXTRA_OUTCOMES = ("deviation", "reject", "wedged", "xfailed", "xpassed")
 CASES_DIR = Path(__file__).resolve().parent / "cases"
 
 
@@ -43,9 +46,14 @@ def failure_message(report: Any) -> str:
 def case_outcomes(reports: Iterable[Any]) -> dict[str, tuple[str, str]]:
     """One (outcome, detail) per case from its setup/call/teardown reports."""
     result: dict[str, tuple[str, str]] = {}
-    rank = {"passed": 0, "skipped": 1, "failed": 2, "error": 3}
+    rank = {"passed": 0, "reject": 0, "skipped": 1, "deviation": 2, "xfailed": 2,
+            "failed": 3, "wedged": 3, "xpassed": 3, "error": 4}
     for r in reports:
-        if r.skipped:
+        verdict = getattr(r, "vblk_verdict", None)  # set by conformance.recorder
+        if verdict is not None:
+            outcome = verdict
+            detail = skip_reason(r) if verdict == "skipped" else failure_message(r)
+        elif r.skipped:
             outcome, detail = "skipped", skip_reason(r)
         elif r.failed:
             outcome = "failed" if r.when == "call" else "error"
@@ -70,17 +78,22 @@ def format_area_summary(reports: Iterable[Any]) -> str:
         if outcome == "skipped":
             skips[area][detail] += 1
     width = max([len(a) for a in per_area] + [4])
-    lines = [f"{'area':<{width}}  " + "  ".join(f"{o:>7}" for o in OUTCOMES)]
+    seen = {o for c in per_area.values() for o in c}
+    columns = OUTCOMES + tuple(o for o in EXTRA_OUTCOMES if o in seen)
+    widths = {o: max(7, len(o)) for o in columns}
+    lines = [f"{'area':<{width}}  " + "  ".join(f"{o:>{widths[o]}}" for o in columns)]
     total: Counter = Counter()
     for area in sorted(per_area):
         c = per_area[area]
         total.update(c)
-        lines.append(f"{area:<{width}}  " + "  ".join(f"{c[o]:>7}" for o in OUTCOMES))
-    lines.append(f"{'all':<{width}}  " + "  ".join(f"{total[o]:>7}" for o in OUTCOMES))
+        lines.append(f"{area:<{width}}  " + "  ".join(f"{c[o]:>{widths[o]}}" for o in columns))
+    lines.append(f"{'all':<{width}}  " + "  ".join(f"{total[o]:>{widths[o]}}" for o in columns))
     for area in sorted(skips):
         for reason, n in skips[area].most_common():
             lines.append(f"skipped in {area}: {n} x {reason}")
-    failing = [(n, d) for n, (o, d) in sorted(outcomes.items()) if o in ("failed", "error")]
-    for nodeid, detail in failing:
-        lines.append(f"FAILED {nodeid}: {detail}"[:240])
+    shown = {"failed": "FAILED", "error": "ERROR", "wedged": "WEDGED", "xpassed": "XPASS",
+             "deviation": "DEVIATION"}
+    for nodeid, (outcome, detail) in sorted(outcomes.items()):
+        if outcome in shown:
+            lines.append(f"{shown[outcome]} {nodeid}: {detail}"[:240])
     return "\n".join(lines)
