@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from conformance import spec
 from conformance.driver.blk import BlkCompletion
+from conformance.driver.platform import Platform, Poll, PollTimeout
 from conformance.pattern import describe_mismatch
 
 
@@ -41,3 +42,18 @@ def expect_ok(c: BlkCompletion, data_len: int = 0) -> None:
     expect_status(c, spec.VIRTIO_BLK_S_OK)
     expect_used_len(c, data_len + 1)
     expect_guards(c)
+
+
+def expect_unchanged(platform: Platform, addr: int, size: int, value: int, what: str,
+                     wait: float = 0.2) -> None:
+    """The ``size`` bytes at ``addr`` keep ``value`` for ``wait`` seconds (a bounded wait).
+
+    For "the device must not (yet)" checks: a used index that must not move, an
+    MSI-X message slot that must stay empty.  ``what`` says what a change means.
+    """
+    mask = (1 << (8 * size)) - 1
+    try:
+        got = platform.execute([Poll(addr, size, mask, value, equal=False, timeout=wait)])[0]
+    except PollTimeout:
+        return
+    raise AssertionError(f"{what} (read {got:#x} where {value:#x} was)")
