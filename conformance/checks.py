@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from conformance import spec
 from conformance.driver.blk import BlkCompletion
+from conformance.driver.msix import Msix
 from conformance.driver.platform import Platform, Poll, PollTimeout
 from conformance.pattern import describe_mismatch
 
@@ -57,3 +58,27 @@ def expect_unchanged(platform: Platform, addr: int, size: int, value: int, what:
     except PollTimeout:
         return
     raise AssertionError(f"{what} (read {got:#x} where {value:#x} was)")
+
+
+#: How long a case listens for an interrupt that must not come.  The device has
+#: already published the used buffer by then, and a notification follows the
+#: used ring update directly (2.7.7, 2.8.10), so a short window suffices.
+QUIET_S = 0.1
+
+
+def expect_interrupt(msix: Msix, vector: int, what: str, timeout: float = 2.0) -> None:
+    """An MSI-X message for ``vector`` arrives (the driver cleared its slot before)."""
+    try:
+        msix.wait(vector, timeout)
+    except PollTimeout:
+        raise AssertionError(f"{what}: no MSI-X message on vector {vector} within "
+                             f"{timeout:g}s") from None
+
+
+def expect_no_interrupt(msix: Msix, vector: int, what: str, quiet: float = QUIET_S) -> None:
+    """No MSI-X message for ``vector`` within ``quiet`` seconds."""
+    try:
+        msix.wait(vector, quiet)
+    except PollTimeout:
+        return
+    raise AssertionError(f"{what}: an MSI-X message arrived on vector {vector}, expected none")

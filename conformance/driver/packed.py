@@ -100,6 +100,47 @@ class PackedQueue(Virtqueue):
         self.chains[id_] = (len(ring), table, token)
         return ops
 
+    # --- hand-built lists (cases that need a layout add() does not make) ---------------
+    def take_id(self) -> int:
+        """A free buffer ID for :meth:`add_descs`."""
+        return self.free_ids.pop()
+
+    def add_descs(self, entries: Sequence[tuple[int, int, int, int]], token: Any,
+                  table: int | None = None) -> list[Op]:
+        """Ops that place raw ``(addr, len, flags, id)`` descriptors as one list.
+
+        AVAIL/USED (for the current wrap counter) and NEXT are added; the other
+        flags and every ID are the caller's.  The list is tracked under the ID of
+        its last descriptor (2.8.6), which must come from :meth:`take_id`;
+        ``table`` is a pool block released when the list is used.  The head's
+        flags are written last (2.8.21.1).
+        """
+        id_ = entries[-1][3]
+        if id_ in self.free_ids or id_ in self.chains:
+            raise ValueError(f"buffer id {id_} was not taken with take_id()")
+        if len(entries) > self.slots_free:
+            raise ValueError(f"list of {len(entries)} does not fit {self.slots_free} free slots")
+        ops: list[Op] = []
+        head_op = None
+        for i, (addr, length, flags, desc_id) in enumerate(entries):
+            if i + 1 < len(entries):
+                flags |= spec.VIRTQ_DESC_F_NEXT
+            op = self.desc_op(self.next_avail, addr, length, desc_id,
+                              flags | avail_flags(self.avail_wrap))
+            if i == 0:
+                head_op = op
+            else:
+                ops.append(op)
+            self.next_avail += 1
+            if self.next_avail == self.size:
+                self.next_avail = 0
+                self.avail_wrap = not self.avail_wrap
+        assert head_op is not None
+        ops.append(head_op)
+        self.slots_free -= len(entries)
+        self.chains[id_] = (len(entries), table, token)
+        return ops
+
     def kick_value(self) -> int:
         vqn = self.index if self.notify_config_data is None else self.notify_config_data
         if self.notification_data:

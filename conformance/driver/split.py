@@ -112,6 +112,42 @@ class SplitQueue(Virtqueue):
         self.avail_idx += 1
         return ops
 
+    # --- hand-built chains (cases that need a layout add() does not make) --------------
+    def set_free_order(self, order: Sequence[int]) -> None:
+        """Hand out the free descriptors in ``order`` next (heads out of sequence, 2.7.8)."""
+        if sorted(order) != sorted(self.free):
+            raise ValueError(f"{list(order)} is not a permutation of the free descriptors")
+        self.free = list(reversed(order))
+
+    def add_descs(self, entries: Sequence[tuple[int, int, int]], token: Any,
+                  table: int | None = None) -> list[Op]:
+        """Ops that place one chain of raw ``(addr, len, flags)`` descriptors.
+
+        NEXT and ``next`` are filled in; every other flag (WRITE, INDIRECT) is the
+        caller's, so a case can end a direct chain in an indirect descriptor
+        (2.7.5.3.2) or set WRITE on one.  ``table`` is a pool block (an indirect
+        table) released when the chain is used.
+        """
+        if not entries or len(entries) > len(self.free):
+            raise ValueError(f"chain of {len(entries)} does not fit {len(self.free)} free "
+                             "descriptors")
+        descs = [self.free.pop() for _ in entries]
+        ops: list[Op] = []
+        for i, (d, (addr, length, flags)) in enumerate(zip(descs, entries)):
+            last = i + 1 == len(entries)
+            link = 0 if last else spec.VIRTQ_DESC_F_NEXT
+            ops.append(self.desc_op(d, addr, length, flags | link, 0 if last else descs[i + 1]))
+        self.chains[descs[0]] = (descs, table, token)
+        ops.append(self.avail_entry_op(self.avail_idx, descs[0]))
+        self.avail_idx += 1
+        return ops
+
+    def adopt(self, idx: int) -> None:
+        """The ring was driven by hand up to avail idx == used idx == ``idx``, nothing in flight."""
+        if self.chains:
+            raise ValueError(f"queue {self.index}: {len(self.chains)} chain(s) still in flight")
+        self.avail_idx = self.last_used = idx
+
     def publish(self) -> list[Op]:
         # 2.7.13.3: the index is written after the ring entries it covers.
         return [self.avail_idx_op(self.avail_idx)]
@@ -180,6 +216,22 @@ class SplitQueue(Virtqueue):
                 parts.append(f"[{d}] addr={addr:#x} len={length} flags={flags:#x} next={nxt}")
             lines.append(f"  chain head {head}: " + "; ".join(parts))
         return "\n".join(lines)
+
+
+def pack_table(buffers: Sequence[Buffer]) -> bytes:
+    """An indirect descriptor table for ``buffers``, chained in order (2.7.5.3)."""
+    return b"".join(
+        pack_desc(b.addr, b.length,
+                  (spec.VIRTQ_DESC_F_WRITE if b.writable else 0)
+                  | (spec.VIRTQ_DESC_F_NEXT if i + 1 < len(buffers) else 0),
+                  i + 1 if i + 1 < len(buffers) else 0)
+        for i, b in enumerate(buffers))
+
+
+def parse_used(ring: bytes, size: int) -> tuple[int, int, list[tuple[int, int]]]:
+    """A used ring as read from memory: (flags, idx, [(id, len)] for every slot)."""
+    flags, idx = struct.unpack_from("<HH", ring)
+    return flags, idx, [_USED_ELEM.unpack_from(ring, 4 + 8 * k) for k in range(size)]
 
 
 class UsedRingError(Exception):

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from conformance.driver.dma import DmaPool
-from conformance.driver.platform import Op, Platform, PollTimeout
+from conformance.driver.platform import MemWrite, Op, Platform, PollTimeout
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +32,24 @@ class UsedElem:
     id: int
     length: int
     token: Any
+
+
+def stage(pool: DmaPool, parts: Sequence[bytes | int], fill: int = 0xA5
+          ) -> tuple[list[Buffer], list[Op]]:
+    """One pool block per part, for hand-built chains.
+
+    ``bytes`` become a device-readable buffer holding them; an ``int`` n a
+    device-writable buffer of n bytes, each set to ``fill`` so that untouched
+    bytes show.  Returns the buffers and the ops that fill them.
+    """
+    buffers: list[Buffer] = []
+    ops: list[Op] = []
+    for part in parts:
+        data = bytes([fill]) * part if isinstance(part, int) else bytes(part)
+        addr = pool.alloc(len(data), 16)
+        buffers.append(Buffer(addr, len(data), isinstance(part, int)))
+        ops.append(MemWrite(addr, data))
+    return buffers, ops
 
 
 class QueueTimeout(Exception):
