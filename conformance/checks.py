@@ -6,6 +6,8 @@ report shows it as the failure), so a case reads as a list of requirements.
 
 from __future__ import annotations
 
+import time
+
 from conformance import spec
 from conformance.driver.blk import BlkCompletion
 from conformance.driver.msix import Msix
@@ -82,3 +84,21 @@ def expect_no_interrupt(msix: Msix, vector: int, what: str, quiet: float = QUIET
     except PollTimeout:
         return
     raise AssertionError(f"{what}: an MSI-X message arrived on vector {vector}, expected none")
+
+
+def expect_reset(device, what: str = "") -> None:
+    """Write 0 to device_status and require it to read 0 within the device's timeout.
+
+    4.1.4.3.1: the device resets when 0 is written and presents 0 once done; the
+    driver's queue objects stay as they are (a case may go on poking the old rings).
+    """
+    t = device.transport
+    before = t.device_status
+    t.device_status = 0
+    deadline = time.monotonic() + device.timeout
+    while (status := t.device_status) != 0:
+        if time.monotonic() > deadline:
+            raise AssertionError(
+                f"device_status still {spec.status_str(status)} {device.timeout:g}s after 0 was "
+                f"written (reset from {spec.status_str(before)}{', ' + what if what else ''})")
+        time.sleep(0.001)
