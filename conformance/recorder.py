@@ -278,8 +278,8 @@ class Recorder:
             gating=oc.gates(verdict, self.strict_should),
             clauses=[ClauseRef(c.id, c.level, c.section, c.title) for c in state.clauses],
             duration=round(state.duration, 6),
-            message=state.message if outcome not in (oc.PASSED, oc.SKIPPED) else "",
-            details=state.details if outcome not in (oc.PASSED, oc.SKIPPED) else "",
+            message=state.message if verdict not in (oc.PASSED, oc.SKIPPED) else "",
+            details=state.details if verdict not in (oc.PASSED, oc.SKIPPED) else "",
             skip_reason=state.skip_reason if outcome == oc.SKIPPED else "",
             features=state.features, platform=state.platform, baseline=state.baseline)
         self.cases.append(case)
