@@ -255,14 +255,15 @@ class QemuProcess:
         return self.proc.returncode
 
     def diagnose(self) -> str:
-        """Exit status and last stderr lines, for errors raised mid-session."""
+        """For errors raised mid-session: what became of QEMU (first line), then
+        its last stderr lines."""
         rc = self.wait_exit(1.0)
         text = describe_exit(rc) if rc is not None else self._describe_running()
         tail = [ln for ln in (self.stderr.tail(10) if self.stderr else []) if not _noise(ln)]
         if tail:
-            text += "; last QEMU stderr lines:\n  " + "\n  ".join(tail)
+            text += "\nlast QEMU stderr lines:\n  " + "\n  ".join(tail)
         else:
-            text += "; QEMU printed nothing on stderr"
+            text += "\nQEMU printed nothing on stderr"
         return text
 
     def _describe_running(self) -> str:

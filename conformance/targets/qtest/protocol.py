@@ -63,6 +63,11 @@ def b64write_cmd(addr: int, data: bytes) -> str:
     return f"b64write {addr:#x} {len(data):#x} {base64.b64encode(data).decode('ascii')}"
 
 
+def _brief(cmd: str) -> str:
+    """A command without its payload (a b64write line can be megabytes long)."""
+    return " ".join(cmd.split()[:2])
+
+
 def parse_int(payload: str) -> int:
     return int(payload, 16)
 
@@ -77,7 +82,8 @@ class QtestClient:
     """One qtest connection.
 
     ``diagnose`` is called when QEMU vanishes or hangs and returns text about
-    the process (exit status, last stderr lines) for the error message.
+    the process for the error message: its first line what became of QEMU
+    (exit status, signal, stopped), further lines details (last stderr lines).
     """
 
     def __init__(self, sock: socket.socket, *, timeout: float = 10.0,
@@ -225,16 +231,21 @@ class QtestClient:
             if up:
                 self.irq_raises[n] = self.irq_raises.get(n, 0) + 1
 
-    def _fail_died(self, what: str) -> None:
+    def _explain(self, what: str) -> str:
+        # What became of QEMU leads (a one-line summary shows the first line
+        # only); what the client saw follows; QEMU's stderr lines come last.
         diag = self._diagnose()
-        msg = f"{what}: {diag}" if diag else what
-        self._broken = msg
-        raise QemuDiedError(msg)
+        if not diag:
+            return what
+        state, nl, details = diag.partition("\n")
+        return f"{state}: {what}{nl}{details}"
+
+    def _fail_died(self, what: str) -> None:
+        self._broken = self._explain(what)
+        raise QemuDiedError(self._broken)
 
     def _fail_timeout(self, cmd: str, limit: float) -> None:
-        msg = f"QEMU did not answer {cmd[:80]!r} within {limit:g}s"
-        diag = self._diagnose()
-        self._broken = f"{msg}: {diag}" if diag else msg
+        self._broken = self._explain(f"no answer to {_brief(cmd)!r} within {limit:g}s")
         raise QtestTimeoutError(self._broken)
 
     def close(self) -> None:
