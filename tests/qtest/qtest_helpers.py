@@ -11,6 +11,9 @@ from conformance import spec as s
 from conformance.driver.platform import Platform
 
 QEMU = os.environ.get("QTEST_QEMU", "qemu-system-x86_64")
+#: The second QEMU version ci/install-qemu.sh unpacks beside the system one.
+QEMU_10 = os.environ.get("QTEST_QEMU_10",
+                         "/opt/vblk-conformance/qemu-10.0/usr/bin/qemu-system-x86_64")
 HAVE_QEMU = shutil.which(QEMU) is not None
 needs_qemu = pytest.mark.skipif(
     not HAVE_QEMU, reason=f"no QEMU binary {QEMU!r} on PATH (run ci/install-qemu.sh)")
