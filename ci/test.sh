@@ -13,6 +13,10 @@ die() { printf 'ci/test.sh: %s\n' "$*" >&2; exit 1; }
 step "install: system packages (QEMU for the qtest target)"
 bash ci/install-qemu.sh || die "installing QEMU failed"
 
+step "install: headless Chromium for the HTML report's browser test"
+bash ci/install-browser.sh \
+    || echo "ci/test.sh: warning: Chromium could not be installed; the browser test will be skipped"
+
 step "install: the suite and its test dependencies"
 python3 -m pip install --quiet --disable-pip-version-check -e '.[test]' \
     || die "pip install -e .[test] failed"
