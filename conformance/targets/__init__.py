@@ -20,9 +20,23 @@ def _qtest(spec: TargetSpec) -> Target:
     return QtestTarget.from_spec(spec)
 
 
+def _ssh(spec: TargetSpec) -> Target:
+    from conformance.targets.ssh.target import SshTarget
+
+    return SshTarget.from_spec(spec)
+
+
+def _qemu_vm(spec: TargetSpec) -> Target:
+    from conformance.targets.vm.target import QemuVmTarget
+
+    return QemuVmTarget.from_spec(spec)
+
+
 KINDS: dict[str, Callable[[TargetSpec], Target]] = {
     "reference": _reference,
     "qtest": _qtest,
+    "ssh": _ssh,
+    "qemu-vm": _qemu_vm,
 }
 
 
