@@ -30,6 +30,8 @@ from conformance.outcomes import severity
 
 SPEC_URL_TEMPLATE = ("https://docs.oasis-open.org/virtio/virtio/v1.2/cs01/virtio-v1.2-cs01.html"
                      "#:~:text={section}%20{title}")
+# A text fragment ("#:~:text=") gives '-', ',' and '&' meanings of their own: encode them.
+_FRAGMENT_SAFE = ""
 
 #: VIRTIO 1.2 chapters (the first component of a section number).
 CHAPTERS = {
@@ -50,7 +52,10 @@ def chapter(section: str) -> str:
 
 
 def spec_link(section: str, title: str, template: str = SPEC_URL_TEMPLATE) -> str:
-    return template.format(section=quote(section), title=quote(title.split(":", 1)[0]))
+    def enc(text: str) -> str:
+        return quote(text, safe=_FRAGMENT_SAFE).replace("-", "%2D")
+
+    return template.format(section=enc(section), title=enc(title))
 
 
 def labels_for(clauses: Iterable[Any], template: str = SPEC_URL_TEMPLATE
@@ -105,7 +110,14 @@ def _escape(text: str, key: bool) -> str:
     if key:
         for ch in "=: #!":
             text = text.replace(ch, "\\" + ch)
-    return "".join(ch if ord(ch) < 0x7F else f"\\u{ord(ch):04x}" for ch in text)
+    return "".join(ch if ord(ch) < 0x7F else _unicode_escape(ch) for ch in text)
+
+
+def _unicode_escape(ch: str) -> str:
+    """``\\uXXXX`` per UTF-16 code unit (a character beyond U+FFFF takes two)."""
+    units = ch.encode("utf-16-be")
+    return "".join(f"\\u{int.from_bytes(units[i:i + 2], 'big'):04x}"
+                   for i in range(0, len(units), 2))
 
 
 def environment_properties(data: Mapping[str, Any]) -> str:

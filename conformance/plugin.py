@@ -70,6 +70,9 @@ def target_spec_from_options(config: pytest.Config) -> TargetSpec:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "clause(*ids): the spec requirement(s) a conformance case checks")
+    config.addinivalue_line(
+        "markers", "robustness: a hostile-driver case (select with -m robustness, leave "
+                   "out with -m 'not robustness')")
     try:
         spec = target_spec_from_options(config)
         # Building a target only checks its options; nothing starts before the first case.
@@ -97,7 +100,7 @@ def _register_recorder(config: pytest.Config) -> Recorder:
                         strict_should=config.getoption("--strict-should"),
                         alluredir=config.getoption("allure_report_dir", None),
                         spec_url=config.getoption("--spec-url") or SPEC_URL_TEMPLATE,
-                        registry=registry)
+                        registry=registry, target=config.stash.get(_TARGET_KEY, None))
     config.pluginmanager.register(recorder, "vblk-conformance-recorder")
     return recorder
 
@@ -181,6 +184,14 @@ def device(platform: Platform, target: Target) -> BlkDevice:
 def blk(device: BlkDevice) -> BlkDevice:
     """The device initialized with every feature the driver knows, one split queue."""
     return device.init()
+
+
+@pytest.fixture
+def robust(device: BlkDevice, request: pytest.FixtureRequest):
+    """The hostile-driver harness (conformance.robustness): raw chains, health check, verdict."""
+    from conformance.robustness import Robust, pytest_recorder
+
+    return Robust(device, record=pytest_recorder(request))
 
 
 @pytest.fixture

@@ -85,8 +85,9 @@ class Recorder:
     def __init__(self, config: pytest.Config, *, baseline: Baseline | None = None,
                  results_path: str | None = None, strict_should: bool = False,
                  alluredir: str | None = None, spec_url: str = allure_labels.SPEC_URL_TEMPLATE,
-                 registry: dict[str, Clause] | None = None):
+                 registry: dict[str, Clause] | None = None, target: Any = None):
         self.config = config
+        self.target_object = target  # the Target, for describe() when no case captured it
         self.baseline = baseline
         self.results_path = results_path
         self.strict_should = strict_should
@@ -297,12 +298,16 @@ class Recorder:
     # --- the end ------------------------------------------------------------------------
 
     def results(self, exitstatus: int) -> RunResults:
-        spec = self.config.stash.get(_spec_key(), None) if _spec_key() else None
-        target = enrich_target(self.target or {})
-        if spec is not None:
-            target.setdefault("kind", spec.kind)
-            target.setdefault("name", spec.name)
-            target.setdefault("target_file", spec.where)
+        description = self.target
+        if not description and self.target_object is not None:
+            try:
+                description = jsonable(self.target_object.describe())
+            except Exception as exc:  # describing must not lose the results
+                description = {"describe_error": f"{type(exc).__name__}: {exc}"}
+        target = enrich_target(description or {})
+        if self.target_object is not None:
+            target.setdefault("kind", self.target_object.kind)
+            target.setdefault("name", self.target_object.name)
         finished = datetime.datetime.now(datetime.UTC)
         run = {
             "started": self.started.isoformat(timespec="seconds"),
@@ -355,11 +360,6 @@ class Recorder:
                 terminalreporter.write_line(
                     f"note: baseline {self.baseline.path} is for target "
                     f"{self.baseline.target!r}, this run's target is {name!r}")
-
-
-def _spec_key():
-    from conformance import plugin
-    return getattr(plugin, "_SPEC_KEY", None)
 
 
 def _user() -> str:

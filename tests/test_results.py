@@ -139,8 +139,7 @@ def test_reference_run_records_target_platform_and_features(tmp_path):
                                             str(path)]
     assert data.target["kind"] == "reference" and data.target["name"] == "reference"
     assert data.target["device"]["serial"] == "REFDEV0001"  # the reference configuration
-    assert [c.id for c in data.cases] == ["conformance/cases/test_requests.py::test_get_id"]
-    case = data.cases[0]
+    case = data.case("conformance/cases/test_requests.py::test_get_id")
     assert (case.outcome, case.verdict, case.gating) == ("passed", "passed", False)
     assert [c.id for c in case.clauses] == ["blk.get-id", "blk.status-ok"]
     assert case.duration > 0
@@ -156,8 +155,7 @@ def test_default_results_path(tmp_path):
     files = list((tmp_path / "results").glob("reference-*.json"))
     assert len(files) == 1
     assert files[0].name.startswith("reference-20") and files[0].name.endswith("Z.json")
-    assert load_results(files[0]).cases[0].id == \
-        "conformance/cases/test_pci.py::test_vendor_id"
+    assert load_results(files[0]).case("conformance/cases/test_pci.py::test_vendor_id")
 
 
 @pytest.mark.qemu
