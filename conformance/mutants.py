@@ -53,7 +53,9 @@ def run_mutant(name: str) -> MutantResult:
             result.error = str(exc).splitlines()[0]
             return result
     result.ran = sorted(outcomes)
-    result.killed_by = sorted(n for n, (o, _) in outcomes.items() if o in ("failed", "error"))
+    # A deviation is a SHOULD case noticing the defect: as much a kill as a failure.
+    result.killed_by = sorted(n for n, (o, _) in outcomes.items()
+                              if o in ("failed", "error", "deviation"))
     return result
 
 

@@ -30,13 +30,25 @@ from .virtqueue import Virtqueue
 NO_VECTOR = spec.VIRTIO_MSI_NO_VECTOR
 
 
+def _offered(cfg: DeviceConfig) -> int:
+    """The features the function offers: the configuration's, bent by offer defects."""
+    offered = cfg.offered_features()
+    if cfg.has_defect("config-wce-without-flush"):
+        offered &= ~(1 << spec.VIRTIO_BLK_F_FLUSH)
+    if cfg.has_defect("offers-reserved-bit"):
+        offered |= 1 << 41  # 2.2: reserved for future extensions
+    if cfg.has_defect("offers-sr-iov"):
+        offered |= 1 << spec.VIRTIO_F_SR_IOV
+    return offered
+
+
 class VirtioBlkPci:
     """One virtio-blk-pci function (non-transitional, device ID 0x1042)."""
 
     def __init__(self, cfg: DeviceConfig, memory: GuestMemory):
         self.cfg = cfg
         self.mem = memory
-        self.offered = cfg.offered_features()
+        self.offered = _offered(cfg)
         self.read_only = bool(self.offered >> spec.VIRTIO_BLK_F_RO & 1)
         self.backing = BackingFile(cfg, self.read_only)
         try:
@@ -69,6 +81,9 @@ class VirtioBlkPci:
         self._no_wrap_defect = cfg.has_defect("used-idx-no-wrap")
         self.blkcfg = bytearray(spec.BLK_CFG_SIZE)
         self._fill_blkcfg()
+        self._cfg_read_since_change = True  # see _config_changed
+        if cfg.has_defect("status-nonzero-at-power-on"):
+            self.t.status = spec.STATUS_ACKNOWLEDGE  # the defect: a stale status
 
     # ================================================================ public API
     def config_read(self, off: int, size: int) -> int:
@@ -136,8 +151,9 @@ class VirtioBlkPci:
         self.engine.capacity = capacity_sectors
         self.backing.grow_to(capacity_sectors * spec.SECTOR_SIZE)
         self._fill_blkcfg()
-        self.t.config_generation = (self.t.config_generation + 1) & 0xFF
-        self._config_interrupt()
+        self._config_changed()
+        if not self.cfg.has_defect("resize-not-notified"):
+            self._config_interrupt()
 
     @property
     def backing_path(self) -> Path:
@@ -179,6 +195,9 @@ class VirtioBlkPci:
         if bar == L.VIRTIO_BAR:
             region, roff = divmod(off, L.REGION_SIZE)
             if region == 0:
+                if self.cfg.has_defect("serve-before-driver-ok"):
+                    for q in self.t.queues:  # the defect: a polling backend, live at enable
+                        self._serve(q)
                 return self.t.common_read(roff, size)
             if region == 1:
                 if roff != 0:
@@ -187,8 +206,7 @@ class VirtioBlkPci:
                 self._update_intx()
                 return value
             if region == 2:
-                return int.from_bytes(self.blkcfg[roff:roff + size].ljust(size, b"\0"),
-                                      "little")
+                return self._blkcfg_read(roff, size)
             return 0  # notify region and beyond: reads as 0
         if bar == L.MSIX_BAR and self.msix is not None:
             return self.msix.read(off, size)
@@ -240,7 +258,8 @@ class VirtioBlkPci:
         self._event_idx = bool(features >> spec.VIRTIO_F_EVENT_IDX & 1)
         self._indirect = bool(features >> spec.VIRTIO_F_INDIRECT_DESC & 1)
         wce = features >> spec.VIRTIO_BLK_F_CONFIG_WCE & 1
-        if wce and not features >> spec.VIRTIO_BLK_F_FLUSH & 1:
+        if wce and not features >> spec.VIRTIO_BLK_F_FLUSH & 1 and \
+                not self.cfg.has_defect("writeback-kept-without-flush"):
             self.writeback = 0  # 5.2.5.2: CONFIG_WCE without FLUSH starts in writethrough
         self.engine.set_negotiated(features, self.writeback)
         self._fill_blkcfg()
@@ -319,7 +338,10 @@ class VirtioBlkPci:
         c = self.cfg
         b = self.blkcfg
         b[:] = bytes(len(b))  # unused0 / unused1 stay 0 (5.2.5.2)
-        struct.pack_into("<QII", b, spec.BLK_CFG_CAPACITY, self.capacity, c.size_max,
+        capacity = self.capacity
+        if c.has_defect("capacity-in-blk-size-units"):
+            capacity = capacity * spec.SECTOR_SIZE // c.blk_size  # the defect: logical blocks
+        struct.pack_into("<QII", b, spec.BLK_CFG_CAPACITY, capacity, c.size_max,
                          c.seg_max)
         struct.pack_into("<HBBI", b, spec.BLK_CFG_GEOMETRY_CYLINDERS, c.cylinders, c.heads,
                          c.sectors, c.blk_size)
@@ -334,11 +356,36 @@ class VirtioBlkPci:
         struct.pack_into("<III", b, spec.BLK_CFG_MAX_SECURE_ERASE_SECTORS,
                          c.max_secure_erase_sectors, c.max_secure_erase_seg,
                          c.secure_erase_sector_alignment)
+        if c.has_defect("config-padding-nonzero"):
+            b[spec.BLK_CFG_UNUSED0] = 0xFF  # the defect: padding left uninitialized
+            b[spec.BLK_CFG_UNUSED1:spec.BLK_CFG_UNUSED1 + 3] = b"\xff\xff\xff"
+
+    def _blkcfg_read(self, off: int, size: int) -> int:
+        """A driver read of the device configuration (5.2.4)."""
+        self._cfg_read_since_change = True
+        if off >= spec.BLK_CFG_SIZE_MAX and not self.t.status & spec.STATUS_FEATURES_OK and \
+                self.cfg.has_defect("config-zero-before-features-ok"):
+            return 0  # the defect: only capacity is filled in before negotiation
+        return int.from_bytes(self.blkcfg[off:off + size].ljust(size, b"\0"), "little")
+
+    def _config_changed(self) -> None:
+        """4.1.4.3.1: a value the driver reads after a change comes with a new generation.
+
+        The generation moves on the first change after a driver read of the device
+        configuration only, so any number of changes between two reads (256 of them
+        included) cannot bring it back to the value the driver saw.
+        """
+        if self.cfg.has_defect("config-generation-static"):
+            return
+        if self._cfg_read_since_change or self.cfg.has_defect("config-generation-wraps"):
+            self.t.config_generation = (self.t.config_generation + 1) & 0xFF
+            self._cfg_read_since_change = False
 
     def _blkcfg_write(self, off: int, size: int, value: int) -> None:
         # Only writeback is writable, and only once CONFIG_WCE was negotiated (5.2.5).
         if off == spec.BLK_CFG_WRITEBACK and size == 1 and \
-                self.t.has(spec.VIRTIO_BLK_F_CONFIG_WCE):
+                self.t.has(spec.VIRTIO_BLK_F_CONFIG_WCE) and \
+                not self.cfg.has_defect("writeback-read-only"):
             self.writeback = 1 if value else 0
             self.blkcfg[spec.BLK_CFG_WRITEBACK] = self.writeback
             self.engine.set_negotiated(self.t.negotiated, self.writeback)
@@ -348,7 +395,7 @@ class VirtioBlkPci:
         """Process queue ``q`` after an available buffer notification."""
         # 2.1.2: nothing is consumed before DRIVER_OK; without bus mastering the
         # function cannot reach memory, so the work waits for the next notification.
-        if not q.enabled or q.broken or not self.t.status & spec.STATUS_DRIVER_OK \
+        if not q.enabled or q.broken or not self._live(q) \
                 or not self.pci.command & spec.PCI_COMMAND_MASTER:
             return
         try:
@@ -369,14 +416,25 @@ class VirtioBlkPci:
         if error is not None:
             self._needs_reset(q, str(error))
 
+    def _live(self, q: Virtqueue) -> bool:
+        """2.1.2 / 3.1: queues are served once DRIVER_OK is set, every enabled one."""
+        if q.index > 0 and self.cfg.has_defect("only-queue-0-served"):
+            return False
+        if self.cfg.has_defect("serve-before-driver-ok") or \
+                self.cfg.has_defect("reset-leaves-queues-running"):
+            return True  # the defects: whatever is enabled is served, whatever the status
+        return bool(self.t.status & spec.STATUS_DRIVER_OK)
+
     def _needs_reset(self, q: Virtqueue, reason: str) -> None:
         """2.1.2: enter DEVICE_NEEDS_RESET and tell a live driver about it."""
         q.broken = reason
         self.needs_reset_reasons.append(f"queue {q.index}: {reason}")
-        if self.t.status & spec.STATUS_DEVICE_NEEDS_RESET:
-            return
+        if self.t.status & spec.STATUS_DEVICE_NEEDS_RESET or \
+                self.cfg.has_defect("needs-reset-not-set"):
+            return  # (the defect: the queue just stops, nobody is told)
         self.t.status |= spec.STATUS_DEVICE_NEEDS_RESET
-        self._config_interrupt()
+        if not self.cfg.has_defect("needs-reset-no-config-notify"):
+            self._config_interrupt()
 
     # --- interrupts (4.1.5.3 / 4.1.5.4)
     def _msix_on(self) -> bool:

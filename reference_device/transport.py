@@ -39,6 +39,8 @@ class Transport:
         self.queues = [Virtqueue(i, queue_size_max) for i in range(num_queues)]
         self.config_generation = 0
         self.bad_accesses = 0  # common cfg accesses with a width the layout does not allow
+        self.accepted_once = False  # FEATURES_OK has stuck at least once since power-on
+        self.wedged = False  # set by the failed-wedges-device defect; survives reset
         self.reset()
 
     def reset(self) -> None:
@@ -53,7 +55,8 @@ class Transport:
         self.queue_select = 0
         self.isr = 0
         for q in self.queues:
-            q.reset()
+            if not self.has_defect("reset-leaves-queues-running"):
+                q.reset()
 
     # ---------------------------------------------------------------- features
     def driver_features(self) -> int:
@@ -73,7 +76,14 @@ class Transport:
         # 6.2: a device MAY fail to operate if VIRTIO_F_VERSION_1 is not accepted;
         # this one is non-transitional and has no legacy mode to fall back to.
         version_1 = 1 << spec.VIRTIO_F_VERSION_1
-        return not (self.offered & version_1 and not wanted & version_1)
+        if self.offered & version_1 and not wanted & version_1:
+            return False
+        if self.has_defect("features-ok-needs-indirect") and \
+                not wanted >> spec.VIRTIO_F_INDIRECT_DESC & 1:
+            return False  # the defect: valid subsets without INDIRECT_DESC are refused
+        if self.has_defect("features-ok-only-once") and self.accepted_once:
+            return False  # the defect: a second negotiation after reset is refused
+        return not self.wedged
 
     def has(self, bit: int) -> bool:
         return bool(self.negotiated >> bit & 1)
@@ -87,12 +97,15 @@ class Transport:
         """Offset -> (width, value) of every field as the driver would read it now."""
         q = self.selected()
         dsel = self.dfselect
+        if self.has_defect("feature-window-ignores-high-select"):
+            dsel &= 1  # the defect: only the lowest bit of device_feature_select decodes
+        gsel = 0 if self.has_defect("driver-feature-reads-word-0") else self.gfselect
         device_feature = self.offered >> (32 * dsel) & 0xFFFFFFFF if dsel < 4 else 0
         values = {
             spec.COMMON_DFSELECT: (4, self.dfselect),
             spec.COMMON_DF: (4, device_feature),
             spec.COMMON_GFSELECT: (4, self.gfselect),
-            spec.COMMON_GF: (4, self.driver_words.get(self.gfselect, 0)),
+            spec.COMMON_GF: (4, self.driver_words.get(gsel, 0)),
             spec.COMMON_MSIX: (2, self.config_msix_vector),
             spec.COMMON_NUMQ: (2, len(self.queues)),
             spec.COMMON_STATUS: (1, self.status),
@@ -146,6 +159,11 @@ class Transport:
         elif off == spec.COMMON_GF:
             if not self.features_locked:  # no new features after FEATURES_OK
                 self.driver_words[self.gfselect] = value
+            elif self.has_defect("features-not-fixed"):
+                # the defect: a write after FEATURES_OK renegotiates behind the driver's back
+                self.driver_words[self.gfselect] = value
+                self.negotiated = self.driver_features() & self.offered
+                self.hooks.on_features_ok(self.negotiated)
         elif off == spec.COMMON_MSIX:
             self.config_msix_vector = self._vector(value)
         elif off == spec.COMMON_STATUS:
@@ -163,7 +181,13 @@ class Transport:
 
     def _write_status(self, value: int) -> None:
         if value == 0:
+            needs_reset = self.status & spec.STATUS_DEVICE_NEEDS_RESET
+            kept = self.negotiated
             self.reset()
+            if self.has_defect("reset-keeps-needs-reset"):
+                self.status = needs_reset
+            if self.has_defect("reset-keeps-features"):
+                self.negotiated = kept  # merged into the next negotiation
             self.hooks.on_reset()
             return
         # DEVICE_NEEDS_RESET belongs to the device; the driver cannot set or clear it
@@ -174,8 +198,19 @@ class Transport:
                 value &= ~spec.STATUS_FEATURES_OK  # 2.2.2: refuse by not setting the bit
             else:
                 self.features_locked = True
-                self.negotiated = self.driver_features() & self.offered
+                self.accepted_once = True
+                fresh = self.driver_features() & self.offered
+                if self.has_defect("reset-keeps-features"):
+                    fresh |= self.negotiated
+                self.negotiated = fresh
                 self.hooks.on_features_ok(self.negotiated)
+        if value & spec.STATUS_FAILED and self.has_defect("failed-wedges-device"):
+            self.wedged = True  # the defect: the backend gives up for good
+        if value & spec.STATUS_DRIVER_OK:
+            if self.has_defect("driver-ok-drops-acknowledge"):
+                value &= ~spec.STATUS_ACKNOWLEDGE
+            if self.has_defect("driver-ok-drops-features-ok"):
+                value &= ~spec.STATUS_FEATURES_OK
         self.status = value
 
     def _queue_write(self, q: Virtqueue, off: int, value: int) -> None:
