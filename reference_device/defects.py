@@ -81,6 +81,104 @@ _defect(
     "blk.status-ok",
 )
 
+# --- 4.1 Virtio Over PCI Bus: IDs, capabilities, common configuration ---------------
+_defect("wrong-vendor-id", "the function presents vendor ID 0x1B36 instead of 0x1AF4",
+        "pci.vendor-id")
+_defect("device-id-without-type", "the device ID is 0x1040: the virtio device ID (2) was "
+        "never added", "pci.device-id")
+_defect("revision-0", "a non-transitional function presents revision ID 0", "pci.revision-id")
+_defect("subsystem-id-legacy", "a non-transitional function presents subsystem device ID 2, "
+        "as a transitional one would", "pci.subsystem-id")
+_defect("transitional-id-modern-header", "the function presents the transitional device ID "
+        "0x1001 but keeps revision 1 and subsystem device ID 0x1100",
+        "pci.transitional-revision-id", "pci.transitional-subsystem-id")
+_defect("missing-common-cap", "the common configuration capability is left out",
+        "pci.common-cap-present")
+_defect("missing-notify-cap", "the notification capability is left out", "pci.notify-cap-present")
+_defect("missing-device-cap", "the device configuration capability is left out",
+        "pci.device-cap-present")
+_defect("missing-pci-cfg-cap", "the PCI configuration access capability is left out",
+        "pci.pci-cfg-cap-present")
+_defect("notify-cap-misaligned", "the notification structure starts at BAR offset 0x3002 "
+        "although VIRTIO_F_NOTIFICATION_DATA is offered", "pci.notify-data-offset-alignment")
+_defect("notify-multiplier-odd", "notify_off_multiplier is 3",
+        "pci.notify-multiplier", "pci.notify-data-multiplier")
+_defect("notify-length-short", "the notification capability's length stops at the last "
+        "queue's notify address instead of covering the write there",
+        "pci.notify-length-covers-queues", "pci.notify-data-length-covers-queues")
+_defect("device-cfg-past-bar", "the device configuration capability's length (0x3000) runs "
+        "past the end of its 16 KiB BAR", "pci.cap-bar-bounds")
+_defect("notify-cap-len-16", "the notification capability's cap_len is 16: "
+        "notify_off_multiplier lies outside it", "pci.cap-len-covers-extra")
+_defect("isr-cap-empty", "the ISR capability's length is 0", "pci.isr-length")
+_defect("msix-pba-outside-bar", "the MSI-X capability places the PBA at offset 0x1000 of "
+        "its 4 KiB BAR", "pci.pci-spec-compliance")
+_defect("pci-cfg-read-stale", "a read of pci_cfg_data does not read the BAR: it returns what "
+        "the window held before", "pci.pci-cfg-read")
+_defect("pci-cfg-write-ignored", "a write of pci_cfg_data is not carried out on the BAR",
+        "pci.pci-cfg-write")
+_defect("vendor-data-virtio-vendor-id", "an extra vendor data capability carries vendor_id "
+        "0x1AF4", "pci.vendor-data-vendor-id")
+_defect("shm-cap-past-bar", "an extra shared memory capability describes a region running "
+        "past the end of its BAR", "pci.shm-within-bar")
+_defect("queue-addr-high-write-clears-low", "writing the high half of queue_desc, "
+        "queue_driver or queue_device zeroes the low half", "pci.split-64bit-access")
+_defect("queue-size-not-power-of-2", "split queues offer 3/4 of queue_size_max (192 by "
+        "default), which is not a power of 2", "pci.queue-size-power-of-2")
+_defect("queue-size-reverts-on-enable", "enabling a queue sets its size back to the maximum, "
+        "whatever the driver wrote to queue_size", "pci.queue-size-writable")
+_defect("missing-queue-has-size", "queue_size shows the maximum size even when queue_select "
+        "names a queue the device does not have", "pci.queue-size-unavailable-zero")
+_defect("queue-enable-survives-reset", "a device reset leaves queue_enable at 1",
+        "pci.queue-enable-zero-on-reset")
+_defect("serves-disabled-queue", "a notification is served even for a queue whose queue_enable "
+        "is 0", "pci.queue-enable-gate")
+_defect("queue-reset-ignored", "writing 1 to queue_reset does nothing: the queue stays "
+        "enabled with its old rings", "pci.queue-reset-write", "pci.queue-reset-done")
+
+# --- 4.1.5 notifications, ISR status and MSI-X ------------------------------------
+_defect("notify-decode-halved", "the device finds the queue of a notification at offset / 2 "
+        "although it presents notify_off_multiplier 4", "notify.pci-queue-index")
+_defect("notify-data-16bit-only", "32-bit writes to the notify address are ignored, so "
+        "notifications with VIRTIO_F_NOTIFICATION_DATA never arrive",
+        "notify.pci-notification-data")
+_defect("repeated-notification-wedges", "with VIRTIO_F_NOTIFICATION_DATA, a notification "
+        "identical to the previous one is taken for a driver error (DEVICE_NEEDS_RESET)",
+        "notify.repeated-data")
+_defect("notif-config-data-unknown", "queue_notify_data presents 0x100 + queue index, but "
+        "notifications are decoded as plain queue indexes", "notify.notif-config-data",
+        options={"notify_off_multiplier": 0,
+                 "features": {"VIRTIO_F_NOTIF_CONFIG_DATA": True}})
+_defect("msix-table-size-off-by-one", "the MSI-X Table Size field holds N instead of N - 1",
+        "msix.table-size-reported")
+_defect("msix-single-vector", "the function has a single MSI-X vector", "msix.vector-count")
+_defect("queue-vector-0-refused", "queue_msix_vector refuses vector 0 (kept for configuration "
+        "changes) and reads NO_VECTOR", "msix.map-any", "msix.no-needless-map-failure")
+_defect("no-vector-write-ignored", "writing NO_VECTOR to config_msix_vector or "
+        "queue_msix_vector keeps the previous vector", "msix.unmap-any",
+        "msix.queue-no-vector-silent", "msix.config-no-vector-silent")
+_defect("vector-out-of-range-kept", "a vector beyond the MSI-X table is kept and read back "
+        "instead of NO_VECTOR", "msix.map-failure-no-vector")
+_defect("vectors-survive-reset", "a device reset leaves config and queue vectors mapped",
+        "msix.unmapped-on-reset")
+_defect("queues-share-first-vector", "every queue's used buffer notification goes to queue "
+        "0's vector", "msix.queue-vector-delivery")
+_defect("masked-message-dropped", "a message for a masked MSI-X vector is dropped instead of "
+        "setting its pending bit", "pci.pci-spec-compliance")
+_defect("config-change-no-msix", "configuration changes set ISR status but send no MSI-X "
+        "message", "msix.config-vector-delivery")
+_defect("config-isr-bit-msix-off", "with MSI-X enabled, a configuration change leaves the ISR "
+        "configuration bit clear", "isr.config-bit")
+_defect("isr-queue-bit-missing", "with MSI-X disabled, a used buffer notification leaves ISR "
+        "status 0 (and so raises no INTx)", "isr.queue-bit")
+_defect("isr-read-not-clearing", "reading ISR status leaves it set", "isr.read-clears")
+_defect("pci-status-int-bit-missing", "the Interrupt Status bit of the PCI Status register is "
+        "never set", "isr.pci-status-bit")
+_defect("intx-ignores-disable", "INTx is asserted even with Interrupt Disable set in the PCI "
+        "Command register", "isr.intx-masking")
+_defect("isr-read-keeps-intx", "reading ISR status clears it but leaves INTx asserted",
+        "isr.read-deasserts")
+
 
 # --- 2.1 / 3.1 device status, 2.2 / 6 feature bits, 2.4 reset, 2.5 configuration -----
 _defect("status-nonzero-at-power-on", "device_status reads ACKNOWLEDGE before the driver wrote "

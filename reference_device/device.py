@@ -11,6 +11,7 @@ error puts the device into DEVICE_NEEDS_RESET instead (2.1.2).
 
 from __future__ import annotations
 
+import dataclasses
 import struct
 import traceback
 from pathlib import Path
@@ -65,17 +66,24 @@ class VirtioBlkPci:
         self.internal_errors: list[str] = []  # bugs in this model; tests expect none
         self._closed = False
 
-        nvec = cfg.msix_table_size
+        nvec = 1 if cfg.has_defect("msix-single-vector") else cfg.msix_table_size
+        # 4.1.4.4.1: notify_off_multiplier is 0 or a power of 2
+        self._mult = 3 if cfg.has_defect("notify-multiplier-odd") else cfg.notify_off_multiplier
+        # 4.1.4.3.1: without RING_PACKED a queue's size is a power of 2
+        qmax = cfg.queue_size_max
+        if cfg.has_defect("queue-size-not-power-of-2"):
+            qmax = max(qmax * 3 // 4, 1)
         bars = [BarSpec(L.VIRTIO_BAR, L.VIRTIO_BAR_SIZE, is64=True, prefetch=True)]
         if nvec:
             bars.insert(0, BarSpec(L.MSIX_BAR, L.MSIX_BAR_SIZE))
-        self.pci = PciConfigSpace(_IDS, bars)
+        self.pci = PciConfigSpace(_pci_ids(cfg), bars)
         self._install_caps(nvec)
         self.msix = Msix(nvec, memory, self._bus_master) if nvec else None
-        self.t = Transport(cfg.num_queues, cfg.queue_size_max, self.offered, nvec,
-                           cfg.notify_off_multiplier, self,
+        self.t = Transport(cfg.num_queues, qmax, self.offered, nvec, self._mult, self,
                            accept_unoffered=cfg.has_defect("accept-unoffered-features"),
                            has_defect=cfg.has_defect)
+        self._stuck_intx = False  # the isr-read-keeps-intx defect's latched line
+        self._last_notify: dict[int, int] = {}  # queue -> value of its last notification
         self._event_idx = False
         self._indirect = False
         self._no_wrap_defect = cfg.has_defect("used-idx-no-wrap")
@@ -89,7 +97,7 @@ class VirtioBlkPci:
     def config_read(self, off: int, size: int) -> int:
         """Read ``size`` (1, 2 or 4) bytes of PCI configuration space."""
         try:
-            if self._overlaps(off, size, self._cfgcap_data, 4):
+            if self._in_cfg_window(off, size):
                 self._pci_cfg_window_read()
             return self.pci.read(off, size)
         except Exception:  # never let a bug escape into the caller
@@ -109,7 +117,7 @@ class VirtioBlkPci:
                 self.msix.set_control(bool(ctrl & spec.MSIX_CTRL_ENABLE),
                                       bool(ctrl & spec.MSIX_CTRL_FUNCTION_MASK))
                 self._update_intx()
-            if self._overlaps(off, size, self._cfgcap_data, 4):
+            if self._in_cfg_window(off, size):
                 self._pci_cfg_window_write()
         except Exception:
             self._internal_error("config_write")
@@ -139,7 +147,10 @@ class VirtioBlkPci:
     @property
     def intx_level(self) -> bool:
         """INTx line: asserted while ISR status is non-zero, MSI-X is off and INTx enabled."""
-        return self._intx_pending() and not self.pci.command & spec.PCI_COMMAND_INTX_DISABLE
+        pending = self._intx_pending() or self._stuck_intx
+        if self.cfg.has_defect("intx-ignores-disable"):
+            return pending
+        return pending and not self.pci.command & spec.PCI_COMMAND_INTX_DISABLE
 
     def resize(self, capacity_sectors: int) -> None:
         """Control plane: change the capacity; config generation and notification follow."""
@@ -202,7 +213,11 @@ class VirtioBlkPci:
             if region == 1:
                 if roff != 0:
                     return 0
+                if self.cfg.has_defect("isr-read-not-clearing"):
+                    return self.t.isr
                 value = self.t.isr_read()
+                if value and self.cfg.has_defect("isr-read-keeps-intx"):
+                    self._stuck_intx = not self._msix_on()
                 self._update_intx()
                 return value
             if region == 2:
@@ -216,9 +231,11 @@ class VirtioBlkPci:
         """A write at offset ``off`` of BAR ``bar``, whatever its address (no decoding)."""
         if bar == L.VIRTIO_BAR:
             if off >= L.NOTIFY_OFFSET:
-                index = self.t.notify_queue(off - L.NOTIFY_OFFSET, size, value)
+                if size != 2 and self.cfg.has_defect("notify-data-16bit-only"):
+                    return
+                index = self.t.notify_queue(off - self._notify_base, size, value)
                 if index is not None:
-                    self._serve(self.t.queues[index])
+                    self._notified(self.t.queues[index], value)
                 return
             region, roff = divmod(off, L.REGION_SIZE)
             if region == 0:
@@ -249,6 +266,8 @@ class VirtioBlkPci:
         self._event_idx = False
         self._indirect = False
         self.needs_reset_reasons.clear()
+        self._stuck_intx = False
+        self._last_notify.clear()
         if self.msix is not None:
             self.msix.clear_pending()
         self._fill_blkcfg()
@@ -266,36 +285,55 @@ class VirtioBlkPci:
 
     # ================================================================ internals
     def _install_caps(self, nvec: int) -> None:
-        mult = self.cfg.notify_off_multiplier
-        notify_len = max(self.cfg.num_queues * mult, 4)
+        cfg = self.cfg
+        mult = self._mult
+        notify_len = max(cfg.num_queues * mult, 4)
+        if cfg.has_defect("notify-length-short"):
+            notify_len = max((cfg.num_queues - 1) * mult, 4)  # forgets the last queue's write
+        self._notify_base = L.NOTIFY_OFFSET + (2 if cfg.has_defect("notify-cap-misaligned")
+                                               else 0)
+        notify = virtio_cap(spec.VIRTIO_PCI_CAP_NOTIFY_CFG, L.VIRTIO_BAR, self._notify_base,
+                            notify_len, struct.pack("<I", mult))
+        if cfg.has_defect("notify-cap-len-16"):
+            notify[spec.CAP_LEN] = spec.VIRTIO_PCI_CAP_SIZE  # the multiplier lies outside it
+        device_len = 0x3000 if cfg.has_defect("device-cfg-past-bar") else L.REGION_SIZE
+        isr_len = 0 if cfg.has_defect("isr-cap-empty") else L.REGION_SIZE
+        pba = 0x1000 if cfg.has_defect("msix-pba-outside-bar") else L.MSIX_PBA_OFFSET
+        table_size = nvec + 1 if cfg.has_defect("msix-table-size-off-by-one") else nvec
         caps = []
         if nvec:
-            caps.append((L.CAP_MSIX, msix_cap(nvec, L.MSIX_BAR, L.MSIX_TABLE_OFFSET,
-                                              L.MSIX_PBA_OFFSET)))
+            caps.append((L.CAP_MSIX, msix_cap(table_size, L.MSIX_BAR, L.MSIX_TABLE_OFFSET, pba)))
         caps += [
             (L.CAP_PCI_CFG, virtio_cap(spec.VIRTIO_PCI_CAP_PCI_CFG, 0, 0, 0, bytes(4))),
-            (L.CAP_NOTIFY, virtio_cap(spec.VIRTIO_PCI_CAP_NOTIFY_CFG, L.VIRTIO_BAR,
-                                      L.NOTIFY_OFFSET, notify_len, struct.pack("<I", mult))),
+            (L.CAP_NOTIFY, notify),
             (L.CAP_DEVICE, virtio_cap(spec.VIRTIO_PCI_CAP_DEVICE_CFG, L.VIRTIO_BAR,
-                                      L.DEVICE_OFFSET, L.REGION_SIZE)),
+                                      L.DEVICE_OFFSET, device_len)),
+            (L.CAP_ISR, virtio_cap(spec.VIRTIO_PCI_CAP_ISR_CFG, L.VIRTIO_BAR,
+                                   L.ISR_OFFSET, isr_len)),
+            (L.CAP_COMMON, virtio_cap(spec.VIRTIO_PCI_CAP_COMMON_CFG, L.VIRTIO_BAR,
+                                      L.COMMON_OFFSET, L.REGION_SIZE)),
         ]
-        if not self.cfg.has_defect("missing-isr-cap"):
-            caps.append((L.CAP_ISR, virtio_cap(spec.VIRTIO_PCI_CAP_ISR_CFG, L.VIRTIO_BAR,
-                                               L.ISR_OFFSET, L.REGION_SIZE)))
-        caps.append((L.CAP_COMMON, virtio_cap(spec.VIRTIO_PCI_CAP_COMMON_CFG, L.VIRTIO_BAR,
-                                              L.COMMON_OFFSET, L.REGION_SIZE)))
+        caps = [(off, body) for off, body in caps
+                if not (off in _MISSING_CAP_DEFECTS and cfg.has_defect(_MISSING_CAP_DEFECTS[off]))]
+        caps += _extra_caps(cfg)
         install_caps(self.pci, caps)
         w = self.pci.wmask
-        # 4.1.4.9: cap.bar, cap.offset, cap.length and pci_cfg_data are read-write
-        w[L.CAP_PCI_CFG + spec.CAP_BAR] = 0xFF
-        for i in range(4):
-            w[L.CAP_PCI_CFG + spec.CAP_OFFSET + i] = 0xFF
-            w[L.CAP_PCI_CFG + spec.CAP_LENGTH + i] = 0xFF
-            w[L.CAP_PCI_CFG + spec.CAP_PCI_CFG_DATA + i] = 0xFF
+        self._cfgcap_data: int | None = None
+        if any(off == L.CAP_PCI_CFG for off, _ in caps):
+            # 4.1.4.9: cap.bar, cap.offset, cap.length and pci_cfg_data are read-write
+            w[L.CAP_PCI_CFG + spec.CAP_BAR] = 0xFF
+            for i in range(4):
+                w[L.CAP_PCI_CFG + spec.CAP_OFFSET + i] = 0xFF
+                w[L.CAP_PCI_CFG + spec.CAP_LENGTH + i] = 0xFF
+                w[L.CAP_PCI_CFG + spec.CAP_PCI_CFG_DATA + i] = 0xFF
+            self._cfgcap_data = L.CAP_PCI_CFG + spec.CAP_PCI_CFG_DATA
         if nvec:  # MSI-X Enable and Function Mask (bits 15, 14 of Message Control)
             w[L.CAP_MSIX + spec.MSIX_CTRL + 1] = (spec.MSIX_CTRL_ENABLE
                                                   | spec.MSIX_CTRL_FUNCTION_MASK) >> 8
-        self._cfgcap_data = L.CAP_PCI_CFG + spec.CAP_PCI_CFG_DATA
+
+    def _in_cfg_window(self, off: int, size: int) -> bool:
+        """Does a config access touch pci_cfg_data (4.1.4.9)?"""
+        return self._cfgcap_data is not None and self._overlaps(off, size, self._cfgcap_data, 4)
 
     @staticmethod
     def _overlaps(off: int, size: int, start: int, length: int) -> bool:
@@ -319,6 +357,8 @@ class VirtioBlkPci:
         return bar, off, length
 
     def _pci_cfg_window_read(self) -> None:
+        if self.cfg.has_defect("pci-cfg-read-stale"):
+            return
         bar, off, length = self._pci_cfg_window()
         if length not in (1, 2, 4):
             return
@@ -327,6 +367,8 @@ class VirtioBlkPci:
         d[self._cfgcap_data:self._cfgcap_data + length] = value.to_bytes(length, "little")
 
     def _pci_cfg_window_write(self) -> None:
+        if self.cfg.has_defect("pci-cfg-write-ignored"):
+            return
         bar, off, length = self._pci_cfg_window()
         if length not in (1, 2, 4):
             return
@@ -395,7 +437,9 @@ class VirtioBlkPci:
         """Process queue ``q`` after an available buffer notification."""
         # 2.1.2: nothing is consumed before DRIVER_OK; without bus mastering the
         # function cannot reach memory, so the work waits for the next notification.
-        if not q.enabled or q.broken or not self._live(q) \
+        # 4.1.4.3: queue_enable 0 keeps the device from executing the queue's requests
+        enabled = q.enabled or self.cfg.has_defect("serves-disabled-queue")
+        if not enabled or q.broken or not self._live(q) \
                 or not self.pci.command & spec.PCI_COMMAND_MASTER:
             return
         try:
@@ -415,6 +459,17 @@ class VirtioBlkPci:
             self._queue_interrupt(q)
         if error is not None:
             self._needs_reset(q, str(error))
+
+    def _notified(self, q: Virtqueue, value: int) -> None:
+        """An available buffer notification for ``q`` arrived with ``value`` (2.9)."""
+        if self.cfg.has_defect("repeated-notification-wedges") and \
+                self.t.has(spec.VIRTIO_F_NOTIFICATION_DATA):
+            # 2.9 allows a notification with nothing new (same next_off/next_wrap)
+            if self._last_notify.get(q.index) == value:
+                self._needs_reset(q, "notification repeats the previous next_off/next_wrap")
+                return
+            self._last_notify[q.index] = value
+        self._serve(q)
 
     def _live(self, q: Virtqueue) -> bool:
         """2.1.2 / 3.1: queues are served once DRIVER_OK is set, every enabled one."""
@@ -440,21 +495,33 @@ class VirtioBlkPci:
     def _msix_on(self) -> bool:
         return self.msix is not None and self.msix.enabled
 
+    def _msix_send(self, vector: int) -> None:
+        """4.1.5.3 / 4.1.5.4: the message of ``vector``, unless it is NO_VECTOR."""
+        if vector == NO_VECTOR or self.msix is None:
+            return
+        if self.cfg.has_defect("masked-message-dropped") and self.msix.masked(vector):
+            return  # PCI 3.0 6.8.2: should have set the pending bit
+        self.msix.notify(vector)
+
     def _queue_interrupt(self, q: Virtqueue) -> None:
         if self._msix_on():
-            if q.msix_vector != NO_VECTOR:
-                self.msix.notify(q.msix_vector)  # type: ignore[union-attr]
+            vector = q.msix_vector
+            if self.cfg.has_defect("queues-share-first-vector"):
+                vector = self.t.queues[0].msix_vector
+            self._msix_send(vector)
             return
-        self.t.isr |= spec.ISR_QUEUE
+        if not self.cfg.has_defect("isr-queue-bit-missing"):
+            self.t.isr |= spec.ISR_QUEUE
         self._update_intx()
 
     def _config_interrupt(self) -> None:
         if not self.t.status & spec.STATUS_DRIVER_OK:
             return  # no notifications to a driver that is not (yet) live
-        self.t.isr |= spec.ISR_CONFIG  # 4.1.4.5.1: set before notifying
-        if self._msix_on():
-            if self.t.config_msix_vector != NO_VECTOR:
-                self.msix.notify(self.t.config_msix_vector)  # type: ignore[union-attr]
+        msix = self._msix_on()
+        if not (msix and self.cfg.has_defect("config-isr-bit-msix-off")):
+            self.t.isr |= spec.ISR_CONFIG  # 4.1.4.5.1: set before notifying
+        if msix and not self.cfg.has_defect("config-change-no-msix"):
+            self._msix_send(self.t.config_msix_vector)
         self._update_intx()
 
     def _intx_pending(self) -> bool:
@@ -462,7 +529,8 @@ class VirtioBlkPci:
 
     def _update_intx(self) -> None:
         # 4.1.4.5.1: with MSI-X off, PCI Status bit 3 mirrors "ISR status != 0"
-        self.pci.set_status_bits(spec.PCI_STATUS_INTERRUPT, self._intx_pending())
+        pending = self._intx_pending() and not self.cfg.has_defect("pci-status-int-bit-missing")
+        self.pci.set_status_bits(spec.PCI_STATUS_INTERRUPT, pending)
 
     def _internal_error(self, where: str) -> None:
         self.internal_errors.append(f"{where}: {traceback.format_exc()}")
@@ -476,3 +544,48 @@ _IDS = PciIds(
     subsystem_vendor=spec.PCI_VENDOR_ID_REDHAT_QUMRANET,
     subsystem=L.SUBSYSTEM_ID,
 )
+
+# ID defects: field -> value, applied over _IDS (4.1.2 PCI Device Discovery)
+_ID_DEFECTS: dict[str, dict[str, int]] = {
+    "wrong-vendor-id": {"vendor": 0x1B36},
+    "device-id-without-type": {"device": spec.PCI_DEVICE_ID_MODERN_BASE},
+    "revision-0": {"revision": 0},
+    "subsystem-id-legacy": {"subsystem": spec.VIRTIO_ID_BLOCK},
+    "transitional-id-modern-header": {"device": spec.PCI_DEVICE_ID_VIRTIO_BLK_TRANSITIONAL},
+}
+
+# capability offset -> the defect that leaves it out
+_MISSING_CAP_DEFECTS = {
+    L.CAP_COMMON: "missing-common-cap",
+    L.CAP_NOTIFY: "missing-notify-cap",
+    L.CAP_ISR: "missing-isr-cap",
+    L.CAP_DEVICE: "missing-device-cap",
+    L.CAP_PCI_CFG: "missing-pci-cfg-cap",
+}
+
+
+def _pci_ids(cfg: DeviceConfig) -> PciIds:
+    ids = _IDS
+    for name, fields in _ID_DEFECTS.items():
+        if cfg.has_defect(name):
+            ids = dataclasses.replace(ids, **fields)
+    return ids
+
+
+def _extra_caps(cfg: DeviceConfig) -> list[tuple[int, bytearray]]:
+    """Optional capabilities only some defects add (4.1.4.7 shared memory, 4.1.4.8 vendor data)."""
+    caps = []
+    if cfg.has_defect("vendor-data-virtio-vendor-id"):
+        # struct virtio_pci_vndr_data: vndr, next, len, cfg_type, le16 vendor_id, 2 data bytes
+        body = bytearray(8)
+        body[spec.CAP_VNDR] = spec.PCI_CAP_ID_VNDR
+        body[spec.CAP_LEN] = len(body)
+        body[spec.CAP_CFG_TYPE] = spec.VIRTIO_PCI_CAP_VENDOR_CFG
+        struct.pack_into("<H", body, 4, spec.PCI_VENDOR_ID_REDHAT_QUMRANET)
+        caps.append((L.CAP_EXTRA, body))
+    if cfg.has_defect("shm-cap-past-bar"):
+        # struct virtio_pci_cap64: the region [0x3000, +0x2000) ends past the 16 KiB BAR
+        body = virtio_cap(spec.VIRTIO_PCI_CAP_SHARED_MEMORY_CFG, L.VIRTIO_BAR, 0x3000, 0x2000,
+                          bytes(8))
+        caps.append((L.CAP_EXTRA + 8, body))
+    return caps

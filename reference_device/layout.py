@@ -32,5 +32,6 @@ CAP_DEVICE = 0x60
 CAP_NOTIFY = 0x70
 CAP_PCI_CFG = 0x84
 CAP_MSIX = 0x98
+CAP_EXTRA = 0xA4  # first free byte after MSI-X: optional caps some defects add
 
 SUBSYSTEM_ID = 0x1100  # 4.1.2.1: >= 0x40 for a non-transitional device (QEMU's value)

@@ -51,12 +51,21 @@ class Transport:
         self.driver_words: dict[int, int] = {}
         self.features_locked = False
         self.negotiated = 0
+        kept = [(q.enabled, q.msix_vector) for q in self.queues]
+        kept_config = getattr(self, "config_msix_vector", NO_VECTOR)
         self.config_msix_vector = NO_VECTOR
         self.queue_select = 0
         self.isr = 0
         for q in self.queues:
             if not self.has_defect("reset-leaves-queues-running"):
                 q.reset()
+        if self.has_defect("vectors-survive-reset"):
+            self.config_msix_vector = kept_config
+            for q, (_, vector) in zip(self.queues, kept):
+                q.msix_vector = vector
+        if self.has_defect("queue-enable-survives-reset"):
+            for q, (enabled, _) in zip(self.queues, kept):
+                q.enabled = enabled
 
     # ---------------------------------------------------------------- features
     def driver_features(self) -> int:
@@ -113,10 +122,13 @@ class Transport:
             spec.COMMON_Q_SELECT: (2, self.queue_select),
         }
         if q is None:  # 4.1.4.3.1: an unavailable queue presents queue_size 0
-            q_fields = (0, NO_VECTOR, 0, 0, 0, 0, 0, 0, 0)
+            size = self.queues[0].size_max if self.has_defect("missing-queue-has-size") else 0
+            q_fields = (size, NO_VECTOR, 0, 0, 0, 0, 0, 0, 0)
         else:
+            # queue_notify_data: the value notifications name the queue by (4.1.5.2)
+            ndata = q.index + (0x100 if self.has_defect("notif-config-data-unknown") else 0)
             q_fields = (q.size, q.msix_vector, int(q.enabled), q.index, q.desc, q.driver,
-                        q.device, q.index, 0)
+                        q.device, ndata, 0)
         size, vec, enable, noff, desc, drv, dev, ndata, qreset = q_fields
         values.update({
             spec.COMMON_Q_SIZE: (2, size),
@@ -165,7 +177,7 @@ class Transport:
                 self.negotiated = self.driver_features() & self.offered
                 self.hooks.on_features_ok(self.negotiated)
         elif off == spec.COMMON_MSIX:
-            self.config_msix_vector = self._vector(value)
+            self.config_msix_vector = self._vector(value, self.config_msix_vector)
         elif off == spec.COMMON_STATUS:
             self._write_status(value)
         elif off == spec.COMMON_Q_SELECT:
@@ -175,8 +187,13 @@ class Transport:
             if q is not None:
                 self._queue_write(q, off, value)
 
-    def _vector(self, value: int) -> int:
-        # 4.1.5.1.2.1: a vector outside the table cannot be mapped: read back NO_VECTOR
+    def _vector(self, value: int, current: int) -> int:
+        """The vector an event is mapped to after the driver wrote ``value`` (4.1.5.1.2.1)."""
+        if value == NO_VECTOR and self.has_defect("no-vector-write-ignored"):
+            return current
+        if self.has_defect("vector-out-of-range-kept"):
+            return value
+        # a vector outside the table cannot be mapped: read back NO_VECTOR
         return value if value < self.msix_vectors else NO_VECTOR
 
     def _write_status(self, value: int) -> None:
@@ -215,12 +232,15 @@ class Transport:
 
     def _queue_write(self, q: Virtqueue, off: int, value: int) -> None:
         if off == spec.COMMON_Q_MSIX:
-            q.msix_vector = self._vector(value)
+            if value == 0 and self.has_defect("queue-vector-0-refused"):
+                value = NO_VECTOR
+            q.msix_vector = self._vector(value, q.msix_vector)
         elif off == spec.COMMON_Q_ENABLE:
             if value == 1 and not q.enabled:
                 self._enable(q)
         elif off == spec.COMMON_Q_RESET:
-            if value == 1 and self.has(spec.VIRTIO_F_RING_RESET):
+            if value == 1 and self.has(spec.VIRTIO_F_RING_RESET) and \
+                    not self.has_defect("queue-reset-ignored"):
                 q.reset()  # 2.6.1.1: done at once; queue_reset and queue_enable read 0
         elif q.enabled:
             pass  # the rest is configuration, fixed while the queue is enabled
@@ -231,6 +251,8 @@ class Transport:
             name, high = _ADDR_HALVES[off]
             cur = getattr(q, name)
             if high:
+                if self.has_defect("queue-addr-high-write-clears-low"):
+                    cur = 0  # as if the high half started a new 64-bit value
                 cur = (cur & 0xFFFFFFFF) | value << 32
             else:
                 cur = (cur & ~0xFFFFFFFF) | value
@@ -248,6 +270,8 @@ class Transport:
         q.packed = self.has(spec.VIRTIO_F_RING_PACKED)
         q.clear_runtime()
         q.enabled = True
+        if self.has_defect("queue-size-reverts-on-enable"):
+            q.size = q.size_max
 
     # -------------------------------------------------------------- ISR, notify
     def isr_read(self) -> int:
@@ -267,7 +291,7 @@ class Transport:
         if mult:
             if off % mult:
                 return None
-            index = off // mult
+            index = off // (2 if self.has_defect("notify-decode-halved") else mult)
         else:
             index = value & spec.NOTIFY_DATA_VQN_MASK
         if index >= len(self.queues):

@@ -209,7 +209,8 @@ class BlkDevice:
     # --- bring-up -------------------------------------------------------------------
     def init(self, *, require: Sequence[int] = (), exclude: Sequence[int] = (),
              features: int | None = None, num_queues: int = 1, queue_size: int | None = None,
-             packed: bool = False, msix: bool = True, driver_ok: bool = True) -> BlkDevice:
+             packed: bool = False, msix: bool = True, driver_ok: bool = True,
+             enable_queues: bool = True) -> BlkDevice:
         """Initialize the device the way 3.1.1 describes.
 
         ``features`` (default: everything offered that this driver implements,
@@ -237,7 +238,8 @@ class BlkDevice:
             self.virtio.msix.disable()
         for i in range(num_queues):
             vector = (1 + i) % msix_dev.cap.table_size if msix_dev is not None else None
-            self.virtio.setup_queue(i, size=queue_size, packed=packed, vector=vector)
+            self.virtio.setup_queue(i, size=queue_size, packed=packed, vector=vector,
+                                    enable=enable_queues)
         if driver_ok:
             self.virtio.driver_ok()
         self.config = self.read_config()

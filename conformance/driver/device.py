@@ -107,8 +107,12 @@ class VirtioPciDevice:
         return bool(self.features >> bit & 1)
 
     def setup_queue(self, index: int, *, size: int | None = None, packed: bool = False,
-                    vector: int | None = None) -> Virtqueue:
-        """4.1.5.1.3 Virtqueue Configuration, for queue ``index``; returns the queue driver."""
+                    vector: int | None = None, enable: bool = True) -> Virtqueue:
+        """4.1.5.1.3 Virtqueue Configuration, for queue ``index``; returns the queue driver.
+
+        With ``enable`` False the queue is configured but queue_enable stays 0
+        (:meth:`enable_queue` sets it later).
+        """
         t = self.transport
         t.select_queue(index)
         max_size = t.common_read(spec.COMMON_Q_SIZE, 2)
@@ -132,13 +136,17 @@ class VirtioPciDevice:
         q.notification_data = self.has(spec.VIRTIO_F_NOTIFICATION_DATA)
         if self.has(spec.VIRTIO_F_NOTIF_CONFIG_DATA):
             q.notify_config_data = t.common_read(spec.COMMON_Q_NDATA, 2)
-        t.common_write(spec.COMMON_Q_ENABLE, 2, 1)
+        if enable:
+            t.common_write(spec.COMMON_Q_ENABLE, 2, 1)
         while len(self.queues) <= index:
             self.queues.append(None)  # type: ignore[arg-type]
             self.queue_info.append(None)  # type: ignore[arg-type]
         self.queues[index] = q
         self.queue_info[index] = QueueInfo(max_size, notify_off, read_vector)
         return q
+
+    def enable_queue(self, index: int) -> None:
+        self.transport.queue_write(index, spec.COMMON_Q_ENABLE, 2, 1)
 
     def driver_ok(self) -> None:
         self.add_status(spec.STATUS_DRIVER_OK)
