@@ -90,7 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="VIRTIO 1.2 conformance suite for virtio-blk-pci devices")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     run = sub.add_parser("run", help="run the conformance cases against a target",
-                         description="Run the conformance cases; unknown options go to pytest.")
+                         description="Run the conformance cases; unknown options go to pytest.",
+                         allow_abbrev=False)  # "--co" is pytest's, not --compare-*'s
     run.add_argument("--target", metavar="KIND", help="reference (default) or qtest")
     run.add_argument("--target-config", metavar="FILE", action="append",
                      help="YAML target file; repeat it to run several targets and compare them")

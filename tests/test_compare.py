@@ -159,3 +159,11 @@ def test_cli_compare_bad_input_is_one_line(tmp_path, args, message):
     for k, v in subst.items():
         expected = expected.replace(k, v)
     assert r.stderr.strip().splitlines() == [f"vblk-conformance: error: {expected}"]
+
+
+def test_run_options_are_not_abbreviated():
+    """pytest's ``--co`` must reach pytest, not match ``--compare-html``/``--compare-markdown``."""
+    from conformance.cli import build_parser
+
+    args, extra = build_parser().parse_known_args(["run", "--co", "-q", "--results", "r.json"])
+    assert extra == ["--co", "-q"] and args.results == "r.json"
