@@ -21,6 +21,7 @@ from conformance.driver.device import (
     VirtioPciDevice,
 )
 from conformance.driver.platform import MemRead, MemWrite, Op, Platform, PollTimeout
+from conformance.driver.split import DeferredUse, SplitQueue
 from conformance.driver.virtqueue import Buffer, QueueTimeout, UsedElem, Virtqueue
 
 #: Block features this driver understands (5.2.3); legacy and zoned bits are left out.
@@ -35,6 +36,10 @@ DRIVER_FEATURES = DRIVER_TRANSPORT_FEATURES | DRIVER_BLK_FEATURES
 
 POISON = 0xA5  # fills device-writable buffers: never a valid status byte
 GUARD = b"\xde\xad\xbe\xef" * 4  # 16 bytes before and after every writable buffer
+#: Bounds on one batch of bursts in :meth:`BlkDevice.submit`: requests, and bytes
+#: of request buffers (the DMA pool must hold them all at once).
+BATCH_REQUESTS = 512
+BATCH_BYTES = 2 << 20
 
 
 @dataclass(frozen=True)
@@ -310,6 +315,8 @@ class BlkDevice:
         """
         timeout = self.timeout if timeout is None else timeout
         q = self.queues[queue]
+        if isinstance(q, SplitQueue) and q.in_flight == 0:
+            return self._submit_batched(requests, q, queue, timeout)
         results: list[BlkCompletion | None] = [None] * len(requests)
         todo = list(enumerate(requests))
         todo.reverse()
@@ -364,6 +371,78 @@ class BlkDevice:
             for i, prep in burst:
                 results[i] = self._complete(prep, done[i], regions[i], queue)  # type: ignore[arg-type]
         return results  # type: ignore[return-value]
+
+    def _submit_batched(self, requests: Sequence[BlkRequest], q: SplitQueue, queue: int,
+                        timeout: float) -> list[BlkCompletion]:
+        """:meth:`submit` with many bursts per round trip (split ring, nothing else in flight).
+
+        Each burst is: fill, publish, kick, poll until used.idx covers the whole
+        burst, read the used ring and the writable regions.  Once that poll
+        holds, the driver's ring state is known without looking (see
+        ``SplitQueue.defer_used``), so the next burst can follow in the same
+        batch; the used entries are checked when the results are back.  Over
+        SSH this turns ~8,000 round trips of the 65,536-request wraparound into
+        ~130.  A poll that times out stops the batch there: earlier bursts are
+        completed, the queue state goes back to the failed burst for the
+        timeout message.
+        """
+        results: list[BlkCompletion | None] = [None] * len(requests)
+        todo = list(enumerate(requests))
+        todo.reverse()
+        while todo:
+            ops: list[Op] = []
+            bursts: list[tuple[list[tuple[int, _Prepared]], int, int, DeferredUse]] = []
+            planned = planned_bytes = 0
+            while todo and planned < BATCH_REQUESTS and planned_bytes < BATCH_BYTES:
+                burst: list[tuple[int, _Prepared]] = []
+                while todo:
+                    i, req = todo[-1]
+                    r_split, w_split = req.buffer_lengths()
+                    needed = 1 if req.indirect else len(r_split) + len(w_split)
+                    if q.num_free() < needed:
+                        break
+                    todo.pop()
+                    prep, fill = self._prepare(req)
+                    ops += fill
+                    ops += q.add(prep.buffers, (i, prep), indirect=req.indirect)
+                    burst.append((i, prep))
+                    planned_bytes += len(req.readable) + req.writable_len
+                if not burst:
+                    raise ValueError(f"request {todo[-1][0]} needs more descriptors than queue "
+                                     f"{queue} has ({q.size})")
+                ops += q.publish()
+                ops += q.kick()
+                wait = q.wait_ops(len(burst), timeout)
+                bursts.append((burst, len(ops), len(wait), q.defer_used()))
+                ops += wait
+                ops += [self._region_op(p) for _, p in burst]
+                planned += len(burst)
+            try:
+                res = self.platform.execute(ops)
+            except PollTimeout as exc:
+                k = max(n for n, b in enumerate(bursts) if b[1] <= exc.index)
+                for burst, first, n_wait, d in bursts[:k]:
+                    if len(exc.results) >= first + n_wait + len(burst):
+                        self._finish_burst(q, queue, burst, first, n_wait, d, exc.results, results)
+                    else:
+                        for _, prep in burst:
+                            self._release(prep)
+                burst, _, _, d = bursts[k]
+                q.undefer(d, [b[3] for b in bursts[k + 1:]])
+                for later, _, _, _ in bursts[k + 1:]:
+                    for _, prep in later:
+                        self._release(prep)
+                raise q.timeout_error(exc, len(burst)) from None
+            for burst, first, n_wait, d in bursts:
+                self._finish_burst(q, queue, burst, first, n_wait, d, res, results)
+        return results  # type: ignore[return-value]
+
+    def _finish_burst(self, q: SplitQueue, queue: int, burst: list[tuple[int, _Prepared]],
+                      first: int, n_wait: int, d: DeferredUse, res: list,
+                      results: list[BlkCompletion | None]) -> None:
+        used = {u.token[0]: u for u in q.collect_deferred(d, res[first + n_wait - 1])}
+        for k, (i, prep) in enumerate(burst):
+            results[i] = self._complete(prep, used[i], res[first + n_wait + k], queue)
 
     def submit_one(self, request: BlkRequest, queue: int = 0) -> BlkCompletion:
         return self.submit([request], queue)[0]

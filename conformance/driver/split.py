@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from conformance import spec
@@ -191,6 +192,56 @@ class SplitQueue(Virtqueue):
             self.last_used += 1
         return out
 
+    # --- several bursts in one round trip ---------------------------------------------
+    def defer_used(self) -> DeferredUse:
+        """Go on as if every chain in flight had been used; check the used ring later.
+
+        For a batch that polls until used.idx covers all chains in flight
+        before its next burst: once that poll holds, the driver state is known
+        without the ring's contents (every descriptor free again, last seen used
+        index advanced), so the next burst can be built before the batch runs.
+        :meth:`collect_deferred` reads the entries afterwards.
+        """
+        d = DeferredUse(self.last_used, self.chains, list(self.free), self.avail_idx)
+        freed = {desc for descs, _, _ in self.chains.values() for desc in descs}
+        # A fixed order (pop() hands out the lowest first): the order in which
+        # the device returns chains must not change the next burst's layout.
+        self.free = sorted(set(self.free) | freed, reverse=True)
+        self.last_used += len(self.chains)
+        self.chains = {}
+        return d
+
+    def collect_deferred(self, d: DeferredUse, ring: bytes) -> list[UsedElem]:
+        """The used entries of the chains ``d`` deferred, from the ring read after its poll."""
+        used_idx = int.from_bytes(ring[2:4], "little")
+        end = d.last_used + len(d.chains)
+        if used_idx != end & 0xFFFF:
+            raise UsedRingError(f"queue {self.index}: used.idx is {used_idx} where the poll "
+                                f"waited for {end & 0xFFFF} (2.7.8)")
+        chains = dict(d.chains)
+        out = []
+        for pos in range(d.last_used, end):
+            id_, length = _USED_ELEM.unpack_from(ring, 4 + 8 * (pos % self.size))
+            chain = chains.pop(id_, None)
+            if chain is None:
+                raise UsedRingError(f"queue {self.index}: used ring entry {pos} names "
+                                    f"descriptor {id_}, which is not the head of an available "
+                                    f"chain (2.7.8)")
+            _, table, token = chain
+            if table is not None:
+                self.pool.free(table)
+            out.append(UsedElem(id_, length, token))
+        return out
+
+    def undefer(self, d: DeferredUse, later: Sequence[DeferredUse] = ()) -> None:
+        """Back to the state ``d`` was taken in (its poll timed out); drop ``later`` bursts."""
+        for e in later:
+            for _, table, _ in e.chains.values():
+                if table is not None:
+                    self.pool.free(table)
+        self.last_used, self.chains, self.free, self.avail_idx = (
+            d.last_used, d.chains, d.free, d.avail_idx)
+
     def describe(self) -> str:
         r = self.platform.execute([
             MemRead(self.layout.driver, 4), MemRead(self.layout.device, 4),
@@ -236,3 +287,13 @@ def parse_used(ring: bytes, size: int) -> tuple[int, int, list[tuple[int, int]]]
 
 class UsedRingError(Exception):
     """The device wrote a used entry the driver cannot match to an available chain."""
+
+
+@dataclass
+class DeferredUse:
+    """Driver state of a burst whose used entries are read after the batch ran."""
+
+    last_used: int
+    chains: dict[int, tuple[list[int], int | None, Any]]
+    free: list[int]
+    avail_idx: int
