@@ -5,6 +5,8 @@
     vblk-conformance compare RESULTS RESULTS... [--markdown FILE] [--html FILE]
     vblk-conformance baseline update --results FILE --baseline FILE | check FILE...
     vblk-conformance clauses [--uncovered]
+    vblk-conformance fuzz --target-config FILE --seconds N [--seed S] [--out DIR]
+    vblk-conformance replay FILE
 
 ``run`` is pytest over the packaged cases with this project's plugin; any
 argument it does not know goes to pytest (``-k``, ``-x``, ``--junitxml``, ...).
@@ -19,6 +21,7 @@ import sys
 from collections.abc import Sequence
 
 from conformance import cli_reports as reports
+from conformance.fuzz import cli as fuzz_cli
 from conformance.runargs import case_run_args
 
 EXIT_OK = 0
@@ -111,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="parallel runs (default: number of CPUs)")
     mutants.set_defaults(func=cmd_mutants)
     reports.add_parsers(sub)
+    fuzz_cli.add_parsers(sub)
     return parser
 
 

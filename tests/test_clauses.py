@@ -53,7 +53,7 @@ REQUIRED = {
 }
 
 AREAS = {"status", "feat", "reset", "config", "vq", "split", "packed", "notify", "init",
-         "pci", "msix", "isr", "blk"}
+         "pci", "msix", "isr", "blk", "driver"}  # driver: what the robustness tier violates
 
 
 def entry(cid: str = "pci.vendor-id", **overrides: object) -> dict[str, object]:
@@ -85,7 +85,8 @@ def registry() -> dict[str, Clause]:
 
 
 def test_packaged_registry_loads(registry: dict[str, Clause]) -> None:
-    assert 100 <= len(registry) <= 220
+    device = [c for c in registry.values() if c.area != "driver"]
+    assert 100 <= len(device) <= 220
     assert {c.level for c in registry.values()} <= set(LEVELS)
 
 
