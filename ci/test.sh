@@ -34,6 +34,10 @@ step "conformance: the suite on the reference device"
 vblk-conformance run -q
 rc=$?
 [ "$rc" -eq 0 ] || die "the conformance run on the reference device failed (exit status $rc)"
+# The read-only variant: the VIRTIO_BLK_F_RO and GET_LIFETIME cases run only there.
+vblk-conformance run -q --target-config examples/reference-ro.yaml
+rc=$?
+[ "$rc" -eq 0 ] || die "the conformance run on the read-only reference device failed (exit status $rc)"
 
 echo
 echo "ci/test.sh: all steps passed"

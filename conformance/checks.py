@@ -102,3 +102,29 @@ def expect_reset(device, what: str = "") -> None:
                 f"device_status still {spec.status_str(status)} {device.timeout:g}s after 0 was "
                 f"written (reset from {spec.status_str(before)}{', ' + what if what else ''})")
         time.sleep(0.001)
+
+
+def expect_status_in(c: BlkCompletion, statuses: tuple[int, ...], why: str) -> None:
+    """Where the spec leaves a choice (``why`` says where), any of ``statuses``."""
+    kind = spec.REQUEST_TYPE_NAMES.get(c.request.type, f"type {c.request.type}")
+    want = " or ".join(spec.BLK_STATUS_NAMES.get(s, str(s)) for s in statuses)
+    assert c.status in statuses, (
+        f"{kind} at sector {c.request.sector}: status {c.status_name}, expected {want} ({why})")
+
+
+def expect_used_len_within(c: BlkCompletion) -> None:
+    """A used length never counts more bytes than the device-writable part holds (2.7.8.2)."""
+    assert c.used_len <= c.request.writable_len, (
+        f"used length {c.used_len} is more than the {c.request.writable_len} device-writable "
+        f"bytes of the request")
+
+
+def expect_error(c: BlkCompletion, status: int, why: str = "") -> None:
+    """A refused request: this status, guards intact, a used length inside the buffer.
+
+    The exact used length of a failed request is left to the used-ring clauses: the
+    spec does not say whether the data part the device did not fill counts.
+    """
+    expect_status(c, status, why)
+    expect_guards(c)
+    expect_used_len_within(c)

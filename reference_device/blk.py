@@ -25,6 +25,11 @@ from .memory import GuestMemory
 _HDR = struct.Struct("<IIQ")  # le32 type, le32 reserved, le64 sector
 _SEG = struct.Struct("<QII")  # le64 sector, le32 num_sectors, le32 flags
 _LIFETIME = struct.Struct("<HHH")
+_LIFETIME_BE = struct.Struct(">HHH")  # only for the lifetime-big-endian defect
+_U64 = (1 << 64) - 1
+S = spec.SECTOR_SIZE
+_UNMAP = spec.VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP
+_KNOWN_TYPES = frozenset(spec.REQUEST_TYPE_NAMES)
 _IOV_MAX = 1024
 _ZERO_CHUNK = bytes(1 << 20)
 _ZERO_VIEW = memoryview(_ZERO_CHUNK)
@@ -45,7 +50,9 @@ class BackingFile:
             os.ftruncate(fd, cfg.capacity_bytes)  # sparse, reads back as zeros
         else:
             self.path = Path(cfg.backing_file)
-            flags = os.O_RDONLY if read_only else os.O_RDWR
+            # The ro-check-out-only defect opens the image read-write whatever RO says.
+            writable = not read_only or cfg.has_defect("ro-check-out-only")
+            flags = os.O_RDWR if writable else os.O_RDONLY
             try:
                 fd = os.open(self.path, flags)
             except OSError as e:
@@ -98,13 +105,45 @@ class BlkEngine:
         self.read_only = bool(offered >> spec.VIRTIO_BLK_F_RO & 1)
         serial = cfg.serial.encode("ascii")
         pad = b" " if cfg.has_defect("get-id-not-nul-padded") else b"\0"
+        if cfg.has_defect("get-id-truncates-full-serial"):
+            serial = serial[:spec.VIRTIO_BLK_ID_BYTES - 1]  # room kept for a terminator
         self.id_bytes = serial.ljust(spec.VIRTIO_BLK_ID_BYTES, pad)
-        self.lifetime = _LIFETIME.pack(cfg.pre_eol_info, cfg.lifetime_typ_a,
-                                       cfg.lifetime_typ_b)
+        typ_a, typ_b = cfg.lifetime_typ_a, cfg.lifetime_typ_b
+        if cfg.has_defect("lifetime-estimate-unclamped"):
+            # estimate = used/10 + 1 without a cap: "exceeded" (11) comes out as 12
+            top = spec.VIRTIO_BLK_LIFETIME_EST_MAX
+            typ_a, typ_b = (v + 1 if v == top else v for v in (typ_a, typ_b))
+        packer = _LIFETIME_BE if cfg.has_defect("lifetime-big-endian") else _LIFETIME
+        self.lifetime = packer.pack(cfg.pre_eol_info, typ_a, typ_b)
         self.d_wrong_sector = cfg.has_defect("in-reads-wrong-sector")
         self.d_flush_unsupp = cfg.has_defect("flush-unsupported")
         self.d_len_header = cfg.has_defect("used-len-includes-header")
         self.d_no_status = cfg.has_defect("status-not-written")
+        self.d_header_from_writable = cfg.has_defect("header-from-writable")
+        self.d_status_readable = cfg.has_defect("status-into-readable-tail")
+        self.d_status_at_start = cfg.has_defect("status-at-descriptor-start")
+        self.d_seg_max_all = cfg.has_defect("seg-max-counts-header-status")
+        self.d_size_max_excl = cfg.has_defect("size-max-exclusive")
+        self.d_type_low_bit = cfg.has_defect("type-low-bit-as-direction")
+        self.d_unknown_ioerr = cfg.has_defect("unknown-type-ioerr")
+        self.d_partial_ok = cfg.has_defect("partial-sector-io-accepted")
+        self.d_start_only = cfg.has_defect("capacity-check-start-only")
+        self.d_byte_wrap = cfg.has_defect("byte-offset-wraps")
+        self.d_data_after_first = cfg.has_defect("out-data-after-first-descriptor")
+        self.d_first_data_only = cfg.has_defect("out-first-data-descriptor-only")
+        self.d_ro_unsupp = cfg.has_defect("ro-out-unsupp")
+        self.d_ro_out_only = cfg.has_defect("ro-check-out-only")
+        self.d_discard_unmap = cfg.has_defect("discard-unmap-accepted")
+        self.d_flags_ignored = cfg.has_defect("segment-reserved-flags-ignored")
+        self.d_limits_excl = cfg.has_defect("segment-limits-exclusive")
+        self.d_discard_widen = cfg.has_defect("discard-rounds-to-alignment")
+        self.d_wz_unmap_noop = cfg.has_defect("write-zeroes-unmap-noop")
+        self.d_wz_first_only = cfg.has_defect("write-zeroes-first-segment-only")
+        # A volatile write cache exists only to show two defects: FLUSH leaving it
+        # alone, and writes cached although they must already be stable (5.2.6.2).
+        self.d_flush_leaves = cfg.has_defect("flush-leaves-cache")
+        self.d_cache_always = cfg.has_defect("write-cache-ignores-mode")
+        self.cache: dict[int, bytes] = {}  # sector -> 512 bytes not yet on the backing file
         self.set_negotiated(0, cfg.writeback)
 
     def set_negotiated(self, features: int, writeback: int) -> None:
@@ -133,6 +172,8 @@ class BlkEngine:
         byte: there is then no way to answer, so the device needs a reset.
         """
         buf = mem.buf
+        if not nread and self.d_header_from_writable and len(segs) > 1:
+            nread = len(segs) - 1  # direction ignored: all but the last are "driver data"
         off0, len0 = segs[0] if nread else (0, 0)
         if nread and len0 >= 16:
             rtype, _reserved, sector = _HDR.unpack_from(buf, off0)
@@ -147,14 +188,24 @@ class BlkEngine:
         for _o, n in wsegs:
             wtotal += n
         if wtotal == 0:
+            if self.d_status_readable:
+                o, n = next((o, n) for o, n in reversed(segs) if n)
+                buf[o + n - 1] = UNSUPP
+                return 0
             raise ChainError("request has no device-writable byte for the status",
                              "5.2.6 Device Operation")
         status_off = -1
         for o, n in reversed(wsegs):
             if n:
-                status_off = o + n - 1
+                status_off = o if self.d_status_at_start else o + n - 1
                 break
         data_in = wtotal - 1
+        if self.d_seg_max_all and len(segs) > self.cfg.seg_max or \
+                self.d_size_max_excl and any(n >= self.cfg.size_max for _o, n in segs):
+            buf[status_off] = IOERR
+            return self._used(1)
+        if self.d_type_low_bit and rtype & 1 and rtype not in _KNOWN_TYPES:
+            rtype &= ~1  # as if bit 0 were VIRTIO_BLK_T_OUT's direction flag
 
         written = 0  # data bytes written at the start of the writable part
         if rtype == spec.VIRTIO_BLK_T_IN:
@@ -182,7 +233,8 @@ class BlkEngine:
                        spec.VIRTIO_BLK_T_SECURE_ERASE):
             status = self._ranges(buf, rtype, segs, nread)
         else:
-            status = UNSUPP  # unknown (or legacy-only) request type
+            # unknown (or legacy-only) request type
+            status = IOERR if self.d_unknown_ioerr else UNSUPP
         buf[status_off] = status
         return self._used(written + 1)
 
@@ -190,27 +242,28 @@ class BlkEngine:
         return n + 16 if self.d_len_header else n
 
     @staticmethod
-    def _put(buf: bytearray, wsegs: Segments, data: bytes) -> None:
+    def _put(buf: bytearray, wsegs: Segments, data: bytes, skip: int = 0) -> None:
         pos = 0
-        for o, n in _window(wsegs, 0, len(data)):
+        for o, n in _window(wsegs, skip, len(data)):
             buf[o:o + n] = data[pos:pos + n]
             pos += n
 
     def _read(self, mem: GuestMemory, wsegs: Segments, nbytes: int, sector: int
               ) -> tuple[int, int]:
-        if nbytes % spec.SECTOR_SIZE:
+        if nbytes % spec.SECTOR_SIZE and not self.d_partial_ok:
             return IOERR, 0  # 5.2.6.1: data length must be a multiple of 512
-        if sector + nbytes // spec.SECTOR_SIZE > self.capacity:
+        pos = self._offset(sector, nbytes)
+        if pos is None:
             return IOERR, 0  # beyond capacity: nothing is transferred
         if self.d_wrong_sector:
             sector += 1
+            pos += spec.SECTOR_SIZE
         view = mem.view
         if len(wsegs) == 1 or wsegs[0][1] >= nbytes:  # data in one element: the common case
             o = wsegs[0][0]
             parts = [view[o:o + nbytes]]
         else:
             parts = [view[o:o + n] for o, n in _window(wsegs, 0, nbytes)]
-        pos = sector * spec.SECTOR_SIZE
         try:
             if len(parts) <= _IOV_MAX:
                 got = os.preadv(self.fd, parts, pos)
@@ -226,7 +279,23 @@ class BlkEngine:
                     pos += want
         except OSError:
             return IOERR, 0
+        if self.cache:
+            for i in range(nbytes // S):
+                cached = self.cache.get(sector + i)
+                if cached is not None:
+                    self._put(mem.buf, wsegs, cached, i * S)
         return OK, nbytes
+
+    def _offset(self, sector: int, nbytes: int) -> int | None:
+        """Byte offset of an IN/OUT transfer, or None when it does not fit the disk."""
+        if self.d_byte_wrap:  # C arithmetic on a 64-bit byte offset
+            pos = sector * S & _U64
+            return pos if (pos + nbytes) & _U64 <= self.capacity * S else None
+        if self.d_start_only:
+            return sector * S if sector <= self.capacity else None
+        if sector + nbytes // S > self.capacity:
+            return None
+        return sector * S
 
     def _write(self, mem: GuestMemory, segs: Segments, nread: int, sector: int) -> int:
         rtotal = 0
@@ -234,13 +303,17 @@ class BlkEngine:
             rtotal += n
         nbytes = rtotal - spec.BLK_REQ_HEADER_SIZE
         if self.read_only:
-            return IOERR  # 5.2.6.2: write request with VIRTIO_BLK_F_RO offered
-        if nbytes % spec.SECTOR_SIZE:
+            # 5.2.6.2: write request with VIRTIO_BLK_F_RO offered
+            return UNSUPP if self.d_ro_unsupp else IOERR
+        if nbytes % spec.SECTOR_SIZE and not self.d_partial_ok:
             return IOERR
-        if sector + nbytes // spec.SECTOR_SIZE > self.capacity:
+        pos = self._offset(sector, nbytes)
+        if pos is None:
             return IOERR
         view = mem.view
-        if nread == 1:
+        if self.d_data_after_first:  # the header is assumed to fill descriptor 0
+            parts = [view[o:o + n] for o, n in segs[1:nread]]
+        elif nread == 1:
             o, n = segs[0]
             parts = [view[o + 16:o + n]] if n > 16 else []
         elif nread == 2 and segs[0][1] == 16:  # header, data: the common case
@@ -248,7 +321,13 @@ class BlkEngine:
             parts = [view[o:o + n]]
         else:
             parts = [view[o:o + n] for o, n in _window(segs[:nread], 16, nbytes)]
-        pos = sector * spec.SECTOR_SIZE
+        if self.d_first_data_only:
+            parts = parts[:1]
+        if self.d_cache_always or self.d_flush_leaves and not self.writethrough:
+            data = b"".join(bytes(p) for p in parts)
+            for i in range(len(data) // S):
+                self.cache[sector + i] = data[i * S:(i + 1) * S]
+            return OK
         try:
             for i in range(0, len(parts), _IOV_MAX):
                 chunk = parts[i:i + _IOV_MAX] if len(parts) > _IOV_MAX else parts
@@ -264,6 +343,10 @@ class BlkEngine:
         if not self.flush_ok or self.d_flush_unsupp:
             return UNSUPP
         try:
+            if not self.d_flush_leaves:
+                for sector, data in sorted(self.cache.items()):
+                    os.pwrite(self.fd, data, sector * S)
+                self.cache.clear()
             os.fdatasync(self.fd)
         except OSError:
             return IOERR
@@ -289,28 +372,48 @@ class BlkEngine:
         ranges = [_SEG.unpack_from(raw, i) for i in range(0, len(raw), spec.BLK_SEGMENT_SIZE)]
         # The spec leaves the status for too many segments open (5.2.6.1 makes it a
         # driver error); we answer UNSUPP like QEMU does for more than it supports.
-        if len(ranges) > max_seg:
+        excl = self.d_limits_excl  # the defect: limits treated as exclusive
+        if len(ranges) > max_seg or excl and len(ranges) >= max_seg:
             return UNSUPP
+        is_wz = rtype == spec.VIRTIO_BLK_T_WRITE_ZEROES
+        unmap_ok = is_wz or self.d_discard_unmap and rtype == spec.VIRTIO_BLK_T_DISCARD
         for _sector, _num, flags in ranges:
             # 5.2.6.2: unknown flags -> UNSUPP; unmap on a discard -> UNSUPP.  The unmap
             # bit is defined for write zeroes only, so secure erase treats it as unknown.
-            if flags & spec.VIRTIO_BLK_SEGMENT_FLAG_RESERVED_MASK:
+            if flags & spec.VIRTIO_BLK_SEGMENT_FLAG_RESERVED_MASK and not self.d_flags_ignored:
                 return UNSUPP
-            if flags and rtype != spec.VIRTIO_BLK_T_WRITE_ZEROES:
+            if flags & _UNMAP and not unmap_ok:
                 return UNSUPP
-        if self.read_only:
+        if self.read_only and not self.d_ro_out_only:
             return IOERR
         for sector, num, _flags in ranges:
-            if num > max_sectors or sector + num > self.capacity:
+            if num > max_sectors or excl and num >= max_sectors or sector + num > self.capacity:
                 return IOERR
+        if is_wz and self.d_wz_first_only:
+            ranges = ranges[:1]
         try:
-            for sector, num, _flags in ranges:
+            for sector, num, flags in ranges:
+                if is_wz and self.d_wz_unmap_noop and flags & _UNMAP:
+                    continue
+                if self.d_discard_widen and rtype == spec.VIRTIO_BLK_T_DISCARD:
+                    sector, num = _widen(sector, num, cfg.discard_sector_alignment,
+                                         self.capacity)
+                for s in [s for s in self.cache if sector <= s < sector + num]:
+                    del self.cache[s]
                 _zero_range(self.fd, sector * spec.SECTOR_SIZE, num * spec.SECTOR_SIZE)
             if rtype == spec.VIRTIO_BLK_T_SECURE_ERASE or self.writethrough:
                 os.fdatasync(self.fd)
         except OSError:
             return IOERR
         return OK
+
+
+def _widen(sector: int, num: int, align: int, capacity: int) -> tuple[int, int]:
+    """The range grown to whole ``align``-sector blocks (discard-rounds-to-alignment)."""
+    align = max(align, 1)
+    start = sector - sector % align
+    end = min(-(-(sector + num) // align) * align, capacity)
+    return start, end - start
 
 
 def _zero_tail(parts: list[memoryview], got: int) -> None:

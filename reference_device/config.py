@@ -21,7 +21,9 @@ class ConfigError(ValueError):
 
 
 # Features the model implements and offers by default (5.2.3 Feature bits, 6 Reserved
-# Feature Bits).  VIRTIO_BLK_F_RO is offered only for ``read_only: true``.
+# Feature Bits).  VIRTIO_BLK_F_RO is offered only for ``read_only: true``.  The disk is a
+# plain file, which has no lifetime metrics, so 5.2.6.2 forbids VIRTIO_BLK_F_LIFETIME by
+# default; switching it on models storage that has them (pre_eol_info, lifetime_typ_*).
 DEFAULT_FEATURES: tuple[int, ...] = (
     spec.VIRTIO_F_VERSION_1,
     spec.VIRTIO_F_INDIRECT_DESC,
@@ -39,7 +41,6 @@ DEFAULT_FEATURES: tuple[int, ...] = (
     spec.VIRTIO_BLK_F_MQ,
     spec.VIRTIO_BLK_F_DISCARD,
     spec.VIRTIO_BLK_F_WRITE_ZEROES,
-    spec.VIRTIO_BLK_F_LIFETIME,
     spec.VIRTIO_BLK_F_SECURE_ERASE,
 )
 
@@ -48,6 +49,7 @@ DEFAULT_FEATURES: tuple[int, ...] = (
 # NOTIF_CONFIG_DATA only needs queue_notify_data, which always holds the queue index.
 OPTIONAL_FEATURES: tuple[int, ...] = (
     spec.VIRTIO_BLK_F_RO,
+    spec.VIRTIO_BLK_F_LIFETIME,
     spec.VIRTIO_F_IN_ORDER,
     spec.VIRTIO_F_NOTIF_CONFIG_DATA,
 )
@@ -189,6 +191,10 @@ class DeviceConfig:
                 bits.discard(bit)
         if self.has_defect("no-version-1"):
             bits.discard(spec.VIRTIO_F_VERSION_1)
+        if self.has_defect("lifetime-on-plain-file"):
+            bits.add(spec.VIRTIO_BLK_F_LIFETIME)
+        if self.has_defect("lifetime-metrics-not-offered"):
+            bits.discard(spec.VIRTIO_BLK_F_LIFETIME)
         mask = 0
         for bit in bits:
             mask |= 1 << bit
@@ -198,6 +204,11 @@ class DeviceConfig:
         if name not in DEFECTS:  # a typo in the device code must not pass silently
             raise KeyError(f"unknown defect {name!r}")
         return name in self.defects
+
+    @property
+    def lifetime_metrics(self) -> bool:
+        """Whether the modelled storage has lifetime metrics (LIFETIME switched on)."""
+        return bool(self.features.get(spec.feature_name(spec.VIRTIO_BLK_F_LIFETIME)))
 
     @property
     def msix_table_size(self) -> int:

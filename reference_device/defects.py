@@ -180,6 +180,181 @@ _defect("isr-read-keeps-intx", "reading ISR status clears it but leaves INTx ass
         "isr.read-deasserts")
 
 
+# --- 5.2.6 Device Operation: block requests ----------------------------------------------
+_LIFETIME_ON = {"features": {"VIRTIO_BLK_F_LIFETIME": True}}
+_defect(
+    "out-data-after-first-descriptor",
+    "VIRTIO_BLK_T_OUT takes its data from the readable descriptors after the first, as if "
+    "the header always had a descriptor of its own",
+    "split.framing-independent", "blk.out-data",
+)
+_defect(
+    "out-first-data-descriptor-only",
+    "VIRTIO_BLK_T_OUT writes only the first data descriptor and answers OK, as if the data "
+    "always came in one descriptor",
+    "split.framing-independent", "blk.out-data",
+)
+_defect(
+    "status-at-descriptor-start",
+    "the status byte goes to the first byte of the last device-writable descriptor, as if "
+    "the status always had a descriptor of its own",
+    "blk.status-ok",
+)
+_defect(
+    "capacity-check-start-only",
+    "IN/OUT range check looks only at the start sector and uses > for >=: a request that "
+    "starts at capacity or runs past it is carried out",
+    "blk.out-of-range-ioerr",
+)
+_defect(
+    "byte-offset-wraps",
+    "the sector is turned into a 64-bit byte offset before the capacity check, so sectors "
+    "from 2^55 on wrap around to the start of the disk",
+    "blk.out-of-range-ioerr",
+)
+_defect(
+    "partial-sector-io-accepted",
+    "IN and OUT requests whose data is not a multiple of 512 bytes are carried out and "
+    "answered VIRTIO_BLK_S_OK",
+    "blk.status-ioerr",
+)
+_defect(
+    "unknown-type-ioerr",
+    "requests of an unknown type are answered VIRTIO_BLK_S_IOERR instead of "
+    "VIRTIO_BLK_S_UNSUPP",
+    "blk.unsupp-type", "blk.zone-types-unsupp",
+)
+_defect(
+    "type-low-bit-as-direction",
+    "the low bit of an unknown request type is taken as a direction flag and dropped, so "
+    "type 9 runs as GET_ID and type 15 as SECURE_ERASE",
+    "blk.unsupp-type", "blk.zone-types-unsupp",
+)
+_defect(
+    "get-id-truncates-full-serial",
+    "a 20-byte serial loses its last character to a NUL terminator",
+    "blk.get-id",
+    options={"serial": "REFDEV-SERIAL-20CHAR"},
+)
+_defect(
+    "status-into-readable-tail",
+    "a request without any device-writable byte gets its status written into the last "
+    "byte of its device-readable part",
+    "split.no-write-readable",
+)
+_defect(
+    "header-from-writable",
+    "descriptor direction is ignored when a request has no readable part: its writable "
+    "descriptors are parsed as header, data and status and the request is carried out",
+    "split.no-read-writable",
+)
+_defect(
+    "flush-leaves-cache",
+    "writes in writeback mode wait in a volatile cache that VIRTIO_BLK_T_FLUSH does not "
+    "write back (the flush still answers OK)",
+    "blk.flush",
+)
+_defect(
+    "write-cache-ignores-mode",
+    "completed writes wait in a volatile cache until a flush also in writethrough mode and "
+    "when FLUSH was offered but not negotiated",
+    "blk.writethrough-stable", "blk.flush-not-negotiated-stable",
+)
+_defect(
+    "ro-out-unsupp",
+    "a write to a read-only device is answered VIRTIO_BLK_S_UNSUPP instead of "
+    "VIRTIO_BLK_S_IOERR",
+    "blk.ro-ioerr",
+    options={"read_only": True},
+)
+_defect(
+    "ro-check-out-only",
+    "a read-only device opens its image read-write and refuses only VIRTIO_BLK_T_OUT: "
+    "write zeroes, discard and secure erase still change the disk",
+    "blk.ro-no-write",
+    options={"read_only": True},
+)
+_defect(
+    "discard-unmap-accepted",
+    "a discard segment with the unmap flag set is carried out and answered OK",
+    "blk.discard-unmap-unsupp",
+)
+_defect(
+    "segment-reserved-flags-ignored",
+    "reserved flag bits of discard, write zeroes and secure erase segments are ignored",
+    "blk.discard-unknown-flags", "blk.write-zeroes-unknown-flags",
+    "blk.secure-erase-unknown-flags",
+)
+_defect(
+    "segment-limits-exclusive",
+    "max_*_seg and max_*_sectors are treated as exclusive limits: a request with exactly "
+    "that many segments, or a segment of exactly that many sectors, is refused",
+    "blk.discard-command", "blk.write-zeroes-command", "blk.secure-erase-command",
+    options={"max_discard_sectors": 64, "max_write_zeroes_sectors": 64,
+             "max_secure_erase_sectors": 64},
+)
+_defect(
+    "discard-rounds-to-alignment",
+    "a discard is widened to whole discard_sector_alignment blocks, zeroing sectors next to "
+    "the range",
+    "blk.discard-command",
+    options={"discard_sector_alignment": 8},
+)
+_defect(
+    "write-zeroes-unmap-noop",
+    "a write zeroes segment with unmap set is treated as a hint to do nothing: the old data "
+    "stays readable",
+    "blk.write-zeroes-reads-zero",
+)
+_defect(
+    "write-zeroes-first-segment-only",
+    "only the first segment of a multi-segment write zeroes request is zeroed",
+    "blk.write-zeroes-reads-zero",
+)
+_defect(
+    "lifetime-big-endian",
+    "GET_LIFETIME writes its three 16-bit fields big-endian",
+    "blk.lifetime-data",
+    options=_LIFETIME_ON,
+)
+_defect(
+    "lifetime-estimate-unclamped",
+    "wear estimates are derived without a cap: an exceeded lifetime reads 12 (reserved) "
+    "instead of 11",
+    "blk.lifetime-no-reserved",
+    options={**_LIFETIME_ON, "lifetime_typ_b": 11},
+)
+_defect(
+    "lifetime-on-plain-file",
+    "VIRTIO_BLK_F_LIFETIME is offered although the disk is a plain file without lifetime "
+    "metrics",
+    "blk.lifetime-not-offered",
+)
+_defect(
+    "lifetime-metrics-not-offered",
+    "VIRTIO_BLK_F_LIFETIME is not offered although the device models storage with lifetime "
+    "metrics",
+    "blk.lifetime-offered",
+    options=_LIFETIME_ON,
+)
+_defect(
+    "seg-max-counts-header-status",
+    "seg_max is checked against every descriptor of a request, header and status included, "
+    "so a request with seg_max data segments is refused",
+    "blk.size-seg-max",
+)
+_defect(
+    "size-max-exclusive",
+    "a data segment of exactly size_max bytes is refused",
+    "blk.size-seg-max",
+)
+_defect(
+    "min-io-size-in-bytes",
+    "topology min_io_size is reported in bytes instead of logical blocks",
+    "blk.topology-consistent",
+)
+
+
 # --- 2.1 / 3.1 device status, 2.2 / 6 feature bits, 2.4 reset, 2.5 configuration -----
 _defect("status-nonzero-at-power-on", "device_status reads ACKNOWLEDGE before the driver wrote "
         "it (state left over from before power-on)", "status.starts-zero")

@@ -387,8 +387,11 @@ class VirtioBlkPci:
                          c.seg_max)
         struct.pack_into("<HBBI", b, spec.BLK_CFG_GEOMETRY_CYLINDERS, c.cylinders, c.heads,
                          c.sectors, c.blk_size)
+        min_io = c.min_io_size
+        if c.has_defect("min-io-size-in-bytes"):
+            min_io = min_io * c.blk_size & 0xFFFF
         struct.pack_into("<BBHI", b, spec.BLK_CFG_PHYSICAL_BLOCK_EXP, c.physical_block_exp,
-                         c.alignment_offset, c.min_io_size, c.opt_io_size)
+                         c.alignment_offset, min_io, c.opt_io_size)
         b[spec.BLK_CFG_WRITEBACK] = self.writeback
         struct.pack_into("<H", b, spec.BLK_CFG_NUM_QUEUES, c.num_queues)
         struct.pack_into("<IIIII", b, spec.BLK_CFG_MAX_DISCARD_SECTORS, c.max_discard_sectors,

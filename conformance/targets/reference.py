@@ -140,7 +140,11 @@ class ReferencePlatform(Platform):
             return f.read(n)
 
     def describe(self) -> dict[str, Any]:
-        return {"target": "reference", "serial": self.device.cfg.serial}
+        cfg = self.device.cfg
+        # backing_lifetime_metrics: does the storage behind the disk have lifetime
+        # metrics (5.2.6.2)?  A plain file has none unless the config models them.
+        return {"target": "reference", "serial": cfg.serial,
+                "backing_lifetime_metrics": cfg.lifetime_metrics}
 
     def close(self) -> None:
         if self.device is not None:

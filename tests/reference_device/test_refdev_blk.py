@@ -106,7 +106,8 @@ def test_get_id_full_length_serial(make_harness):
 
 
 def test_get_lifetime(make_harness):
-    h = ready(make_harness, {"pre_eol_info": 2, "lifetime_typ_a": 4, "lifetime_typ_b": 11})
+    h = ready(make_harness, {"pre_eol_info": 2, "lifetime_typ_a": 4, "lifetime_typ_b": 11,
+                            "features": {"VIRTIO_BLK_F_LIFETIME": True}})
     assert submit(h, spec.VIRTIO_BLK_T_GET_LIFETIME, data_in=6) == (
         OK, 7, struct.pack("<HHH", 2, 4, 11))
 
