@@ -78,7 +78,7 @@ def sized(blk, nbytes: int) -> list[int]:
     if not blk.has(spec.VIRTIO_BLK_F_SIZE_MAX):
         return [nbytes]
     size_max = blk.config.u32(spec.BLK_CFG_SIZE_MAX)
-    chunk = size_max // S * S or size_max
+    chunk = size_max // S * S or size_max or nbytes  # size_max 0 sets no usable limit
     return [min(chunk, nbytes - off) for off in range(0, nbytes, chunk)]
 
 
