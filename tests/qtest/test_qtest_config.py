@@ -139,3 +139,19 @@ def test_sector_pattern():
     assert len({sector_pattern(lba) for lba in range(64)}) == 64
     both = sector_pattern(0) + sector_pattern(1)
     assert pattern_bytes(500, 30) == both[500:530]
+
+
+def test_pattern_image_and_file(tmp_path):
+    from conformance.targets.qtest.backing import create_pattern_file, pattern_image
+
+    image = pattern_image(64 * 512)
+    assert image == b"".join(sector_pattern(lba) for lba in range(64))
+    path = tmp_path / "disk.raw"
+    path.write_bytes(b"\xff" * (128 * 512))  # longer, and dirty
+    create_pattern_file(str(path), 64 * 512, truncate=False)  # in place: keeps the tail
+    data = path.read_bytes()
+    assert data[:64 * 512] == image and data[64 * 512:] == b"\xff" * (64 * 512)
+    create_pattern_file(str(path), 64 * 512)
+    assert path.read_bytes() == image
+    with pytest.raises(ValueError, match="not a positive multiple of 512"):
+        pattern_image(1000)

@@ -163,7 +163,7 @@ def test_no_qemu_outlives_the_suite(mode, sig):
         assert running(qemu_pid)
         if sig is not None:
             child.send_signal(sig)
-        child.wait(10)
+        child.wait(60)
         assert wait_gone(qemu_pid), f"QEMU {qemu_pid} outlived its parent ({mode}, {sig})"
     finally:
         if child.poll() is None:
