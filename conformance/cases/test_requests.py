@@ -357,8 +357,19 @@ def test_unknown_type_unsupported(blk, req_type):
 @pytest.mark.clause("blk.zone-types-unsupp")
 @pytest.mark.parametrize("req_type", [15, 16, 18, 20, 22, 24, 26])
 def test_zone_types_unsupported(blk, req_type):
-    """The driver never negotiates VIRTIO_BLK_F_ZONED, so every zone request is UNSUPP."""
-    c = blk.submit_one(BlkRequest(req_type, read_len=0))
+    """The driver never negotiates VIRTIO_BLK_F_ZONED, so every zone request is UNSUPP.
+
+    Each request has the layout its type has on a zoned device (5.2.6): a report
+    buffer for ZONE_REPORT (64-byte header, one 64-byte zone descriptor), data and
+    the 8-byte append_sector for ZONE_APPEND, nothing for the zone operations.
+    """
+    if req_type == 16:
+        req = BlkRequest(req_type, read_len=128)
+    elif req_type == 15:
+        req = BlkRequest(req_type, data=payload(15, S), read_len=8)
+    else:
+        req = BlkRequest(req_type, read_len=0)
+    c = blk.submit_one(req)
     expect_status(c, UNSUPP)
     expect_guards(c)
 
