@@ -372,7 +372,8 @@ _defect("needs-reset-no-config-notify", "DEVICE_NEEDS_RESET is set without a con
 _defect("only-queue-0-served", "notifications for queues other than 0 are ignored",
         "init.live-after-driver-ok")
 _defect("features-ok-needs-indirect", "FEATURES_OK is refused for any subset without "
-        "VIRTIO_F_INDIRECT_DESC", "feat.subset-accepted")
+        "VIRTIO_F_INDIRECT_DESC", "feat.subset-accepted",
+        options={"read_only": True, "features": {"VIRTIO_BLK_F_LIFETIME": True}})
 _defect("features-ok-only-once", "FEATURES_OK is refused after a reset once a feature set was "
         "accepted", "feat.renegotiate-same-set")
 _defect("features-not-fixed", "driver_feature writes after FEATURES_OK renegotiate",
@@ -392,6 +393,8 @@ _defect("failed-wedges-device", "once the driver sets FAILED, FEATURES_OK is ref
         "resets included", "reset.status-write-resets")
 _defect("reset-keeps-features", "features negotiated before a reset stay in force after it "
         "(merged into the next negotiation)", "reset.status-write-resets")
+_defect("status-write-ors", "device_status keeps every bit ever written: writing 0 neither "
+        "resets the device nor clears the register", "reset.status-zero")
 _defect("reset-keeps-needs-reset", "a reset leaves DEVICE_NEEDS_RESET set in device_status",
         "reset.status-reads-zero")
 _defect("reset-leaves-queues-running", "a reset clears device_status but leaves the queues "

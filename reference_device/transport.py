@@ -197,6 +197,8 @@ class Transport:
         return value if value < self.msix_vectors else NO_VECTOR
 
     def _write_status(self, value: int) -> None:
+        if self.has_defect("status-write-ors"):
+            value |= self.status  # the defect: bits only ever get set; 0 resets nothing
         if value == 0:
             needs_reset = self.status & spec.STATUS_DEVICE_NEEDS_RESET
             kept = self.negotiated

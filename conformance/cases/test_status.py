@@ -127,6 +127,8 @@ def test_no_use_before_driver_ok(device, early_kick):
     if msix is not None and vector != spec.VIRTIO_MSI_NO_VECTOR:
         msix.clear(vector)
     posted = device.post([read_request(0, S)], kick=early_kick)
+    status = device.transport.device_status
+    assert not status & DRIVER_OK, f"device_status {spec.status_str(status)}: DRIVER_OK unasked"
     expect_unchanged(device.platform, device.queues[0].used_idx_addr, 2, 0,
                      "the device used a buffer before DRIVER_OK")
     assert set(device.writable_bytes(posted[0])) == {POISON}, (
