@@ -340,6 +340,10 @@ class Robust:
         obs = self.send(chain, queue, quiet)
         return self.verdict(obs, allow, chain, check=check, legal=legal)
 
+    def judge(self, obs: Observation, allow: Allowed, chain: ChainSpec) -> list[str]:
+        """Problems with one of several requests of a case (for ``verdict(extra=...)``)."""
+        return judge(obs, allow, chain.writable_total()) + list(obs.memory)
+
     def known(self, sector: int) -> bytes:
         """The content of a probe sector, read before the case did anything."""
         if self.probe is None or sector not in self.probe.before:
@@ -366,17 +370,18 @@ class Robust:
     def verdict(self, obs: Observation | None, allow: Allowed | None,
                 chain: ChainSpec | None = None, extra: Sequence[str] = (),
                 check: Callable[[Observation], Sequence[str]] | None = None,
-                legal: bool = False) -> Verdict:
+                legal: bool = False, writes: Sequence[tuple[int, int]] = ()) -> Verdict:
         """Judge ``obs`` against ``allow``, check health and disk, record, raise on failure.
 
         ``check`` adds case-specific problems for a completed request (e.g. wrong
         data).  ``legal``: the input broke no driver rule (a stress case), so a
-        healthy device passes rather than rejects.
+        healthy device passes rather than rejects.  ``writes``: sector ranges other
+        requests of the case may have changed.
         """
         problems = list(extra)
         if check is not None and obs is not None:
             problems += list(check(obs))
-        writes = chain.disk_writes if chain is not None else ()
+        writes = tuple(writes) + (chain.disk_writes if chain is not None else ())
         writable = chain.writable_total() if chain is not None else 0
         health = self.health(writes)
         if self.raw is not None and health.healthy:

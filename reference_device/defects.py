@@ -370,7 +370,7 @@ _defect("needs-reset-not-set", "after a driver error the queue silently stops; "
 _defect("needs-reset-no-config-notify", "DEVICE_NEEDS_RESET is set without a configuration "
         "change notification", "status.needs-reset-config-notify")
 _defect("only-queue-0-served", "notifications for queues other than 0 are ignored",
-        "init.live-after-driver-ok")
+        "init.live-after-driver-ok", "blk.mq-queues")
 _defect("features-ok-needs-indirect", "FEATURES_OK is refused for any subset without "
         "VIRTIO_F_INDIRECT_DESC", "feat.subset-accepted",
         options={"read_only": True, "features": {"VIRTIO_BLK_F_LIFETIME": True}})
@@ -415,6 +415,94 @@ _defect("writeback-read-only", "driver writes to writeback are ignored",
         "blk.writeback-toggle")
 _defect("writeback-kept-without-flush", "with CONFIG_WCE negotiated without FLUSH, writeback "
         "keeps its configured value (1)", "blk.writeback-zero-without-flush")
+
+# --- 2.6 - 2.8 virtqueues: split and packed rings, indirect tables, event suppression ---
+_IN_ORDER_ON = {"features": {"VIRTIO_F_IN_ORDER": True}}
+_defect("header-needs-own-descriptor", "a first readable descriptor shorter than the 16-byte "
+        "request header is taken for a driver error", "split.framing-independent")
+_defect("chain-truncated-at-16", "the split chain walker keeps at most 16 descriptors and "
+        "silently drops the rest of a longer chain", "split.framing-independent")
+_defect("used-id-is-ring-slot", "the used element names the available ring slot instead of "
+        "the head index stored there", "split.used-id")
+_defect("readable-header-scribbled", "after a request the device writes its header back with "
+        "the sector field zeroed", "split.no-write-readable", "packed.no-write-readable")
+_defect("desc-len-overwritten", "the used length is also written into the len field of the "
+        "chain's head descriptor", "split.no-write-desc-table")
+_defect("in-order-reversed", "the buffers of each notification are used last first, even "
+        "with VIRTIO_F_IN_ORDER negotiated", "feat.in-order-use", options=_IN_ORDER_ON)
+_defect("indirect-table-truncated", "at most 32 entries of an indirect table are followed",
+        "split.indirect-table", "packed.indirect-table")
+_defect("indirect-entry-0-skipped", "an indirect table is walked from its second entry",
+        "split.indirect-table", "packed.indirect-table")
+_defect("indirect-write-flag-honoured", "an INDIRECT descriptor with VIRTQ_DESC_F_WRITE set is "
+        "taken for a driver error", "split.indirect-ignore-write-flag",
+        "packed.indirect-ignore-write-flag")
+_defect("indirect-chain-tail-rejected", "only a chain's head may be INDIRECT: an indirect "
+        "descriptor after direct ones is taken for a plain readable buffer",
+        "split.indirect-after-chain")
+_defect("packed-indirect-id-from-table", "a packed indirect list reports the buffer ID of the "
+        "table's last entry instead of the ring descriptor's", "packed.indirect-ignore-flags")
+_defect("used-event-without-event-idx", "used_event holds notifications back even without "
+        "VIRTIO_F_EVENT_IDX", "split.used-event-ignored")
+_defect("notify-every-other-batch", "without VIRTIO_F_EVENT_IDX the device notifies only when "
+        "used idx is even (interrupt moderation)", "split.flags-zero-notify")
+_defect("no-interrupt-flag-ignored", "VIRTQ_AVAIL_F_NO_INTERRUPT is ignored",
+        "split.no-interrupt-flag")
+_defect("event-idx-honours-no-interrupt", "with VIRTIO_F_EVENT_IDX, VIRTQ_AVAIL_F_NO_INTERRUPT "
+        "still suppresses notifications", "split.event-idx-ignore-flags")
+_defect("used-event-off-by-one", "with VIRTIO_F_EVENT_IDX the device notifies when used idx "
+        "reaches used_event, one entry early", "split.event-idx-notify")
+_defect("used-event-last-entry-only", "with VIRTIO_F_EVENT_IDX only the last used entry of a "
+        "batch is compared with used_event", "split.event-idx-notify")
+_defect("event-idx-always-notify", "with VIRTIO_F_EVENT_IDX the device notifies after every "
+        "batch, whatever used_event says", "split.event-idx-suppress")
+_defect("used-flags-no-notify-with-event-idx", "with VIRTIO_F_EVENT_IDX the device still sets "
+        "VIRTQ_USED_F_NO_NOTIFY in the used ring flags", "split.event-idx-used-flags-zero")
+_defect("used-flags-busy-bit", "without VIRTIO_F_EVENT_IDX the device leaves bit 15 of the "
+        "used ring flags set", "split.used-flags-values")
+_defect("avail-event-off-by-one", "avail_event names the avail index one past the next one "
+        "the device wants to hear about", "split.avail-event-may")
+_defect("spurious-notify-needs-reset", "a notification that finds no new buffer is taken for a "
+        "driver error (DEVICE_NEEDS_RESET)", "split.spurious-notify")
+_defect("packed-wrap-counter-stuck", "the device's used wrap counter never flips",
+        "packed.wrap-counter", "packed.used-flags")
+_defect("packed-id-from-first-descriptor", "a packed list reports the buffer ID of its first "
+        "descriptor, not its last", "packed.used-id")
+_defect("packed-write-flag-only-with-data", "VIRTQ_DESC_F_WRITE is set in a used descriptor "
+        "only when more than the status byte was written", "packed.used-write-flag")
+_defect("packed-len-not-written", "a used descriptor keeps the length the driver wrote in the "
+        "list's first descriptor", "packed.used-len")
+_defect("packed-no-skip", "after a list of n descriptors the next used descriptor goes to the "
+        "next slot instead of n slots on", "packed.chain-single-used")
+_defect("packed-avail-bit-only", "a packed descriptor counts as available when its AVAIL flag "
+        "matches the wrap counter, whatever USED says", "packed.avail-flag-required")
+_defect("packed-used-bit-only", "a packed descriptor counts as available when its USED flag "
+        "differs from the wrap counter, whatever AVAIL says", "packed.avail-flag-required")
+_defect("packed-scan-ahead", "when the next slot is not available the device looks further on "
+        "and takes the first available list it finds", "packed.process-in-ring-order")
+_defect("packed-rewrite-previous-used", "writing a used descriptor also rewrites the length of "
+        "the previous one", "packed.no-change-after-used")
+_defect("packed-chain-reversed", "the data descriptors between a list's header and status are "
+        "used in reverse order", "packed.chain-order")
+_defect("packed-event-flags-swapped", "RING_EVENT_FLAGS_ENABLE and RING_EVENT_FLAGS_DISABLE are "
+        "mixed up", "packed.event-enable-notify", "packed.event-disable")
+_defect("packed-event-desc-off-by-one", "RING_EVENT_FLAGS_DESC fires for the slot before the "
+        "one off_wrap names", "packed.event-desc-notify")
+
+# --- 2.6.1 virtqueue reset, 5.2.2 request queues --------------------------------------
+_defect("queue-reset-backend-keeps-ring", "a queue reset clears the registers but the backend "
+        "keeps serving the old rings (and notifying on the old vector)", "vq.reset-no-execute",
+        "vq.reset-no-notify")
+_defect("queue-reset-keeps-position", "a queue reset leaves the ring positions (last avail, "
+        "used idx, wrap counters) where they were", "vq.reset-state")
+_defect("queue-reset-keeps-size", "after a queue reset the device re-enables the queue with "
+        "the size it had before", "vq.reenable-new-config")
+_defect("queue-reset-resets-all", "writing queue_reset resets every queue, not the selected "
+        "one", "pci.queue-reset-write")
+_defect("num-queues-overstated", "num_queues is one more than the request queues the device "
+        "has", "blk.mq-queues")
+_defect("mq-off-no-queues", "without VIRTIO_BLK_F_MQ negotiated no request queue is served",
+        "blk.mq-queues")
 
 
 def defect_names() -> list[str]:

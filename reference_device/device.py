@@ -393,7 +393,8 @@ class VirtioBlkPci:
         struct.pack_into("<BBHI", b, spec.BLK_CFG_PHYSICAL_BLOCK_EXP, c.physical_block_exp,
                          c.alignment_offset, min_io, c.opt_io_size)
         b[spec.BLK_CFG_WRITEBACK] = self.writeback
-        struct.pack_into("<H", b, spec.BLK_CFG_NUM_QUEUES, c.num_queues)
+        struct.pack_into("<H", b, spec.BLK_CFG_NUM_QUEUES,
+                         c.num_queues + c.has_defect("num-queues-overstated"))
         struct.pack_into("<IIIII", b, spec.BLK_CFG_MAX_DISCARD_SECTORS, c.max_discard_sectors,
                          c.max_discard_seg, c.discard_sector_alignment,
                          c.max_write_zeroes_sectors, c.max_write_zeroes_seg)
@@ -442,6 +443,8 @@ class VirtioBlkPci:
         # function cannot reach memory, so the work waits for the next notification.
         # 4.1.4.3: queue_enable 0 keeps the device from executing the queue's requests
         enabled = q.enabled or self.cfg.has_defect("serves-disabled-queue")
+        if not q.enabled and q.index in self.t.ghosts:
+            q, enabled = self.t.ghosts[q.index], True  # (queue-reset-backend-keeps-ring)
         if not enabled or q.broken or not self._live(q) \
                 or not self.pci.command & spec.PCI_COMMAND_MASTER:
             return
@@ -449,11 +452,12 @@ class VirtioBlkPci:
             if q.packed:
                 notify, error = packed_ring.process(
                     q, self.mem, self.engine.execute, event_idx=self._event_idx,
-                    indirect_ok=self._indirect)
+                    indirect_ok=self._indirect, defects=self.cfg.defects)
             else:
                 notify, error = split_ring.process(
                     q, self.mem, self.engine.execute, event_idx=self._event_idx,
-                    indirect_ok=self._indirect, no_wrap_defect=self._no_wrap_defect)
+                    indirect_ok=self._indirect, no_wrap_defect=self._no_wrap_defect,
+                    defects=self.cfg.defects)
         except Exception:
             self._internal_error(f"serving queue {q.index}")
             notify, error = False, None
@@ -478,6 +482,8 @@ class VirtioBlkPci:
         """2.1.2 / 3.1: queues are served once DRIVER_OK is set, every enabled one."""
         if q.index > 0 and self.cfg.has_defect("only-queue-0-served"):
             return False
+        if self.cfg.has_defect("mq-off-no-queues") and not self.t.has(spec.VIRTIO_BLK_F_MQ):
+            return False  # the defect: request queues are wired up on the MQ path only
         if self.cfg.has_defect("serve-before-driver-ok") or \
                 self.cfg.has_defect("reset-leaves-queues-running"):
             return True  # the defects: whatever is enabled is served, whatever the status

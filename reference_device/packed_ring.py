@@ -15,10 +15,11 @@ from conformance import spec
 
 from .chain import ChainError, packed_desc_is_avail, walk_packed
 from .memory import GuestMemory
-from .split_ring import Execute
+from .split_ring import Execute, scribble_header
 from .virtqueue import Virtqueue
 
 _U16 = struct.Struct("<H")
+_U32 = struct.Struct("<I")
 _LEN_ID = struct.Struct("<IH")  # len at +8, id at +12
 _EVENT = struct.Struct("<HH")  # off_wrap, flags
 _AVAIL = spec.VIRTQ_DESC_F_AVAIL
@@ -50,8 +51,11 @@ def event_due(off_wrap: int, old: tuple[int, int], new: tuple[int, int], size: i
 
 
 def process(q: Virtqueue, mem: GuestMemory, execute: Execute, *, event_idx: bool,
-            indirect_ok: bool) -> tuple[bool, ChainError | None]:
-    """Serve queue ``q``; return (send a used buffer notification?, error or None)."""
+            indirect_ok: bool, defects: tuple[str, ...] = ()) -> tuple[bool, ChainError | None]:
+    """Serve queue ``q``; return (send a used buffer notification?, error or None).
+
+    ``defects`` are the injectable defect names in force (reference_device.defects).
+    """
     buf = mem.buf
     size = q.size
     ring = q.desc - mem.base
@@ -67,19 +71,31 @@ def process(q: Virtqueue, mem: GuestMemory, execute: Execute, *, event_idx: bool
     old = (uslot, uwrap)
     done = 0
     error: ChainError | None = None
+    is_avail = _availability_check(defects)
     try:
         while True:
             flags = u16_from(buf, ring + 16 * slot + spec.PACKED_DESC_FLAGS)[0]
-            if not packed_desc_is_avail(flags, wrap):
-                break
-            segs, nread, ndesc, buf_id = walk_packed(mem, desc, size, slot, wrap, indirect_ok)
+            if not is_avail(flags, wrap):
+                if done or "packed-scan-ahead" not in defects:
+                    break
+                found = _scan_ahead(buf, ring, size, slot, wrap)
+                if found is None:
+                    break
+                slot, wrap = found  # the defect: a later list is taken out of ring order
+            segs, nread, ndesc, buf_id = walk_packed(mem, desc, size, slot, wrap, indirect_ok,
+                                                     defects)
             length = execute(mem, segs, nread)
             d = ring + 16 * uslot
-            len_id_into(buf, d + spec.PACKED_DESC_LEN, length, buf_id)
+            if defects:
+                _used_desc_defects(buf, q, segs, nread, d, length, defects)
+            if "packed-len-not-written" in defects:
+                u16_into(buf, d + spec.PACKED_DESC_ID, buf_id)
+            else:
+                len_id_into(buf, d + spec.PACKED_DESC_LEN, length, buf_id)
             # 2.8.1: a used descriptor has AVAIL and USED both equal to the device's
             # wrap counter; 2.8.3: WRITE says whether anything was written.
             used_flags = (_AVAIL | _USED) if uwrap else 0
-            if length:
+            if length > (1 if "packed-write-flag-only-with-data" in defects else 0):
                 used_flags |= _WRITE
             u16_into(buf, d + spec.PACKED_DESC_FLAGS, used_flags)
             done += 1
@@ -87,10 +103,11 @@ def process(q: Virtqueue, mem: GuestMemory, execute: Execute, *, event_idx: bool
             if slot >= size:
                 slot -= size
                 wrap ^= 1
-            uslot += ndesc
+            uslot += 1 if "packed-no-skip" in defects else ndesc
             if uslot >= size:
                 uslot -= size
-                uwrap ^= 1
+                if "packed-wrap-counter-stuck" not in defects:
+                    uwrap ^= 1
             q.avail_slot, q.avail_wrap = slot, wrap
             q.used_slot, q.used_wrap = uslot, uwrap
     except ChainError as e:
@@ -105,10 +122,49 @@ def process(q: Virtqueue, mem: GuestMemory, execute: Execute, *, event_idx: bool
             "2.8.10.1 Structure Size and Alignment")
     off_wrap, eflags = _EVENT.unpack_from(buf, drv)
     mode = eflags & spec.RING_EVENT_FLAGS_MASK
+    if "packed-event-flags-swapped" in defects and mode < 2:
+        mode ^= 1  # the defect: ENABLE (0) and DISABLE (1) mixed up
     if mode == spec.RING_EVENT_FLAGS_DISABLE:
         return False, error
     if mode == spec.RING_EVENT_FLAGS_DESC and event_idx:
+        if "packed-event-desc-off-by-one" in defects:  # the defect: one slot early
+            pos = ring_position(off_wrap & spec.PACKED_EVENT_OFF_MASK,
+                                off_wrap >> spec.PACKED_EVENT_WRAP_SHIFT & 1, size)
+            pos = (pos - 1) % (2 * size)
+            off_wrap = pos % size | int(pos < size) << spec.PACKED_EVENT_WRAP_SHIFT
         return event_due(off_wrap, old, (uslot, uwrap), size), error
     # ENABLE; DESC without VIRTIO_F_EVENT_IDX and the reserved value 3 are not valid
     # requests to be quiet, so the device errs on the side of notifying.
     return True, error
+
+
+def _availability_check(defects: tuple[str, ...]):
+    """2.8.1 availability, or the flag-half of it a defect looks at."""
+    if "packed-avail-bit-only" in defects:
+        return lambda flags, wrap: bool(flags & _AVAIL) == bool(wrap)
+    if "packed-used-bit-only" in defects:
+        return lambda flags, wrap: bool(flags & _USED) != bool(wrap)
+    return packed_desc_is_avail
+
+
+def _scan_ahead(buf: bytearray, ring: int, size: int, slot: int, wrap: int
+                ) -> tuple[int, int] | None:
+    """The packed-scan-ahead defect: the next available slot after ``slot``, if any."""
+    for k in range(1, size):
+        s, w = slot + k, wrap
+        if s >= size:
+            s, w = s - size, w ^ 1
+        if packed_desc_is_avail(_U16.unpack_from(buf, ring + 16 * s + 14)[0], w):
+            return s, w
+    return None
+
+
+def _used_desc_defects(buf: bytearray, q: Virtqueue, segs, nread: int, d: int, length: int,
+                       defects: tuple[str, ...]) -> None:
+    """Defects around writing a used descriptor at ring offset ``d``."""
+    if "readable-header-scribbled" in defects:
+        scribble_header(buf, segs, nread)
+    if "packed-rewrite-previous-used" in defects:
+        if q.last_used_desc is not None:  # the defect: the previous one gets this length too
+            _U32.pack_into(buf, q.last_used_desc + spec.PACKED_DESC_LEN, length)
+        q.last_used_desc = d

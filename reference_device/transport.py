@@ -9,6 +9,7 @@ the ``hooks`` object (the device).
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from typing import Protocol
 
@@ -45,6 +46,10 @@ class Transport:
 
     def reset(self) -> None:
         """4.1.4.3.1: the state after 0 was written to device_status."""
+        # what the queue reset defects keep across a queue reset (see _queue_reset)
+        self.ghosts: dict[int, Virtqueue] = {}
+        self.stale_positions: set[int] = set()
+        self.sticky_sizes: dict[int, int] = {}
         self.status = 0
         self.dfselect = 0
         self.gfselect = 0
@@ -243,7 +248,7 @@ class Transport:
         elif off == spec.COMMON_Q_RESET:
             if value == 1 and self.has(spec.VIRTIO_F_RING_RESET) and \
                     not self.has_defect("queue-reset-ignored"):
-                q.reset()  # 2.6.1.1: done at once; queue_reset and queue_enable read 0
+                self._queue_reset(q)
         elif q.enabled:
             pass  # the rest is configuration, fixed while the queue is enabled
         elif off == spec.COMMON_Q_SIZE:
@@ -268,9 +273,29 @@ class Transport:
         # 4.1.4.3.1: without RING_PACKED the device presents 0 or a power of 2
         return bool(packed) or value & (value - 1) == 0
 
+    def _queue_reset(self, q: Virtqueue) -> None:
+        """2.6.1.1: done at once; queue_reset and queue_enable read 0 right after."""
+        if self.has_defect("queue-reset-backend-keeps-ring"):
+            self.ghosts[q.index] = copy.copy(q)  # the defect: the backend never heard of it
+        kept = (q.size, q.last_avail, q.used_idx, q.avail_slot, q.avail_wrap, q.used_slot,
+                q.used_wrap)
+        for other in self.queues if self.has_defect("queue-reset-resets-all") else [q]:
+            other.reset()
+        if self.has_defect("queue-reset-keeps-position"):
+            (_, q.last_avail, q.used_idx, q.avail_slot, q.avail_wrap, q.used_slot,
+             q.used_wrap) = kept
+            self.stale_positions.add(q.index)
+        if self.has_defect("queue-reset-keeps-size"):
+            self.sticky_sizes[q.index] = kept[0]
+
     def _enable(self, q: Virtqueue) -> None:
         q.packed = self.has(spec.VIRTIO_F_RING_PACKED)
-        q.clear_runtime()
+        if q.index in self.stale_positions:
+            self.stale_positions.discard(q.index)  # (the queue-reset-keeps-position defect)
+        else:
+            q.clear_runtime()
+        q.size = self.sticky_sizes.pop(q.index, q.size)  # (the queue-reset-keeps-size defect)
+        self.ghosts.pop(q.index, None)
         q.enabled = True
         if self.has_defect("queue-size-reverts-on-enable"):
             q.size = q.size_max

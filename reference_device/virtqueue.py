@@ -15,6 +15,7 @@ class Virtqueue:
         "index", "size_max", "size", "msix_vector", "enabled", "desc", "driver", "device",
         "packed", "last_avail", "used_idx", "avail_slot", "avail_wrap", "used_slot",
         "used_wrap", "broken", "last_notification", "notifications", "completed",
+        "last_used_desc",
     )
 
     def __init__(self, index: int, size_max: int):
@@ -44,6 +45,7 @@ class Virtqueue:
         self.avail_wrap = 1  # packed: Driver Ring Wrap Counter the device expects
         self.used_slot = 0  # packed: next slot for a used descriptor
         self.used_wrap = 1  # packed: Device Ring Wrap Counter
+        self.last_used_desc: int | None = None  # packed-rewrite-previous-used defect
         self.broken: str | None = None  # why the device stopped serving this queue
 
     def describe(self) -> str:

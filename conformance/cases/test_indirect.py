@@ -125,8 +125,13 @@ def test_write_flag_on_indirect_descriptor_ignored(device, platform, ring):
                    f"IN through an indirect descriptor with WRITE set ({ring})")
 
 
-@pytest.mark.clause("split.indirect-after-chain")
-@pytest.mark.parametrize("direct", [0, 1, 2])
+@pytest.mark.parametrize("direct", [
+    # no direct descriptor at all: a plain indirect chain, "zero or more" included
+    pytest.param(0, marks=pytest.mark.clause("split.indirect-after-chain",
+                                             "split.indirect-table")),
+    pytest.param(1, marks=pytest.mark.clause("split.indirect-after-chain")),
+    pytest.param(2, marks=pytest.mark.clause("split.indirect-after-chain")),
+])
 def test_direct_chain_ending_in_indirect(device, platform, direct):
     """2.7.5.3.2: zero or more direct descriptors, then one INDIRECT descriptor ending the
     chain; the request continues in the table (here: the header in ``direct``

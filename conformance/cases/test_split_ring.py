@@ -377,7 +377,7 @@ def check_in_order(heads: list[int], elems: list[bytes], lens: dict[int, int]) -
         p = last + 1
 
 
-@pytest.mark.clause("feat.in-order-use")
+@pytest.mark.clause("feat.in-order-use", "split.in-order-batch")
 def test_in_order_use(device, platform):
     """6.2: with VIRTIO_F_IN_ORDER the device uses buffers in the order they were made
     available; a large request first gives an out-of-order device the chance to differ."""

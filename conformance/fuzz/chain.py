@@ -93,6 +93,8 @@ class ChainSpec:
     status: tuple[int, int] | None = None
     disk_writes: tuple[tuple[int, int], ...] = ()
     note: str = ""
+    avail_flags: int = 0  # split: the available ring's flags
+    used_event: int | None = None  # split: used_event, counted from the driver's used idx
 
     @property
     def advance(self) -> int:
@@ -225,6 +227,8 @@ def chain_to_json(c: ChainSpec) -> dict[str, Any]:
         "status": list(c.status) if c.status is not None else None,
         "disk_writes": [list(w) for w in c.disk_writes],
         "note": c.note,
+        "avail_flags": c.avail_flags,
+        "used_event": c.used_event,
     }
 
 
@@ -263,6 +267,8 @@ def chain_from_json(data: Any, where: str = "chain") -> ChainSpec:
             status=(int(status[0]), int(status[1])) if status is not None else None,
             disk_writes=tuple((int(a), int(b)) for a, b in data.get("disk_writes", [])),
             note=str(data.get("note", "")),
+            avail_flags=int(data.get("avail_flags", 0)),
+            used_event=data.get("used_event"),
         )
     except ChainFormatError:
         raise

@@ -29,6 +29,10 @@ from conformance.fuzz.strategies import Context, choice_bytes, chunks, decode_ch
 from conformance.targets import TargetSpec, open_target
 
 
+#: Reproducers kept per kind of finding (crash, corruption, ...).
+PER_KIND = 3
+
+
 @dataclass
 class FuzzReport:
     seconds: float = 0.0
@@ -37,6 +41,14 @@ class FuzzReport:
     resets: int = 0
     findings: list[tuple[Finding, Path | None]] = field(default_factory=list)
     seen: Counter = field(default_factory=Counter)  # signature -> times hit
+
+    def is_new(self, finding: Finding) -> bool:
+        """Worth a reproducer: an unseen signature, and not yet ``PER_KIND`` reproducers
+        of its kind (variants of one bug differ in detail; the first few are enough)."""
+        sig = finding.signature()
+        if any(f.signature() == sig for f, _ in self.findings):
+            return False
+        return sum(f.kind == finding.kind for f, _ in self.findings) < PER_KIND
 
     @property
     def rate(self) -> float:
@@ -135,7 +147,7 @@ def _search(session: FuzzSession, ctx: Context, report: FuzzReport, batch: int,
                 continue
             sig = finding.signature()
             report.seen[sig] += 1
-            if any(f.signature() == sig for f, _ in report.findings):
+            if not report.is_new(finding):
                 return False  # a known bug: look for new ones
             found[tuple(example)] = (chains, finding)
             return True

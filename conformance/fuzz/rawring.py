@@ -333,11 +333,14 @@ class RawQueue:
         # told about hold (an idx moved past the new entries exposes older ones).
         self.offered = ({self.shadow[(self.avail_idx + k) % self.size]
                          for k in range(min(advance, self.size))}, advance)
-        if self.event_idx:
+        if chain.used_event is not None:
+            want = (self.used_idx + chain.used_event) & 0xFFFF
+            ops.append(MemWrite(avail + 4 + 2 * self.size, struct.pack("<H", want)))
+        elif self.event_idx:
             # 2.7.7.2: ask for a notification at the last entry this chain should produce.
             want = (self.used_idx + max(chain.expected_used, 1) - 1) & 0xFFFF
             ops.append(MemWrite(avail + 4 + 2 * self.size, struct.pack("<H", want)))
-        ops.append(MemWrite(avail, struct.pack("<H", 0)))  # flags: interrupts wanted
+        ops.append(MemWrite(avail, struct.pack("<H", chain.avail_flags & 0xFFFF)))
         self.avail_idx = (self.avail_idx + chain.advance) & 0xFFFF
         ops.append(MemWrite(avail + 2, struct.pack("<H", self.avail_idx)))
         return ops
