@@ -28,7 +28,6 @@ from conformance.fuzz.session import Finding, FuzzSession
 from conformance.fuzz.strategies import Context, choice_bytes, chunks, decode_chain
 from conformance.targets import TargetSpec, open_target
 
-
 #: Reproducers kept per kind of finding (crash, corruption, ...).
 PER_KIND = 3
 
