@@ -7,6 +7,7 @@
     vblk-conformance clauses [--uncovered]
     vblk-conformance fuzz --target-config FILE --seconds N [--seed S] [--out DIR]
     vblk-conformance replay FILE
+    vblk-conformance vm start [--qemu BIN] [--device STR] ... | vm stop [--dir DIR]
 
 ``run`` is pytest over the packaged cases with this project's plugin; any
 argument it does not know goes to pytest (``-k``, ``-x``, ``--junitxml``, ...).
@@ -23,6 +24,7 @@ from collections.abc import Sequence
 from conformance import cli_reports as reports
 from conformance.fuzz import cli as fuzz_cli
 from conformance.runargs import case_run_args
+from conformance.targets.vm import cli as vm_cli
 
 EXIT_OK = 0
 EXIT_USAGE = 4
@@ -115,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     mutants.set_defaults(func=cmd_mutants)
     reports.add_parsers(sub)
     fuzz_cli.add_parsers(sub)
+    vm_cli.add_parsers(sub)
     return parser
 
 
