@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 
+from fake_cases import run_fake
+
 from conformance.allure import chapter, environment_properties, labels_for, spec_link
 from conformance.clauses import load_registry
-from fake_cases import run_fake
 
 
 def test_labels_for_clauses():
