@@ -11,8 +11,8 @@
 
 ``run`` is pytest over the packaged cases with this project's plugin; any
 argument it does not know goes to pytest (``-k``, ``-x``, ``--junitxml``, ...).
-Exit status: 0 all cases passed or skipped, 1 a case failed, 4 bad usage or
-target file, 5 no case was collected.
+Exit status: 0 nothing gated (README: Outcomes), 1 a case failed or the
+baseline is stale, 4 bad usage, target file or baseline, 5 no case was collected.
 """
 
 from __future__ import annotations
