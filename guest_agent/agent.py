@@ -19,6 +19,7 @@ import os
 import platform
 import select
 import signal
+import struct
 import sys
 import time
 import zlib
@@ -207,7 +208,7 @@ class Agent:
                 else:
                     raise AgentError("bad-op", f"op {index}: unknown op code {code}")
                 index += 1
-        except (ValueError, OverflowError) as exc:  # struct.error is a ValueError
+        except (struct.error, ValueError, OverflowError) as exc:
             raise AgentError("bad-op", f"op {index}: malformed ({exc})") from None
         except OSError as exc:
             raise AgentError("bad-op", f"op {index}: {exc.strerror or exc}") from None
