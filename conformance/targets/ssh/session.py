@@ -75,11 +75,18 @@ def connect(spec: SshSpec) -> paramiko.SSHClient:
             ssh.load_system_host_keys()
     ssh.set_missing_host_key_policy(
         paramiko.AutoAddPolicy() if spec.accept_new_host_key else paramiko.RejectPolicy())
+    pkey = None
+    if spec.key_file:
+        try:
+            pkey = paramiko.PKey.from_path(spec.key_file)
+        except (OSError, paramiko.SSHException, ValueError) as exc:
+            raise TargetError(f"ssh {where}: cannot load the key {spec.key_file}: {exc}") \
+                from None
     try:
-        ssh.connect(spec.host, spec.port, username=spec.user, key_filename=spec.key_file,
+        ssh.connect(spec.host, spec.port, username=spec.user, pkey=pkey,
                     timeout=spec.connect_timeout, banner_timeout=spec.connect_timeout,
-                    auth_timeout=spec.connect_timeout, look_for_keys=spec.key_file is None,
-                    allow_agent=spec.key_file is None)
+                    auth_timeout=spec.connect_timeout, look_for_keys=pkey is None,
+                    allow_agent=pkey is None)
     except paramiko.BadHostKeyException as exc:
         raise TargetError(f"ssh {where}: the host key ({exc.key.get_name()}) does not match "
                           f"the one in {spec.known_hosts or 'known_hosts'}: refusing to "
