@@ -169,6 +169,8 @@ _defect("config-change-no-msix", "configuration changes set ISR status but send 
         "message", "msix.config-vector-delivery")
 _defect("config-isr-bit-msix-off", "with MSI-X enabled, a configuration change leaves the ISR "
         "configuration bit clear", "isr.config-bit")
+_defect("config-isr-bit-swapped", "a configuration change sets ISR bit 0 (queue interrupt) "
+        "instead of bit 1", "isr.config-bit")
 _defect("isr-queue-bit-missing", "with MSI-X disabled, a used buffer notification leaves ISR "
         "status 0 (and so raises no INTx)", "isr.queue-bit")
 _defect("isr-read-not-clearing", "reading ISR status leaves it set", "isr.read-clears")

@@ -527,7 +527,9 @@ class VirtioBlkPci:
         if not self.t.status & spec.STATUS_DRIVER_OK:
             return  # no notifications to a driver that is not (yet) live
         msix = self._msix_on()
-        if not (msix and self.cfg.has_defect("config-isr-bit-msix-off")):
+        if self.cfg.has_defect("config-isr-bit-swapped"):
+            self.t.isr |= spec.ISR_QUEUE
+        elif not (msix and self.cfg.has_defect("config-isr-bit-msix-off")):
             self.t.isr |= spec.ISR_CONFIG  # 4.1.4.5.1: set before notifying
         if msix and not self.cfg.has_defect("config-change-no-msix"):
             self._msix_send(self.t.config_msix_vector)
