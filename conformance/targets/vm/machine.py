@@ -57,6 +57,22 @@ def _stop_all() -> None:
         vm.stop()
 
 
+def guest_script(lifetime: float) -> str:
+    """What the guest runs once it is up: make sure sshd is reachable, then live ``lifetime``.
+
+    virtme-ng configures the NIC with udhcpc, but under a slow TCG boot udev
+    may rename the interface (eth0 -> enp0sN) after virtme-ng picked its
+    name, and the guest then has no address.  Give every NIC user-mode
+    networking's fixed guest address (10.0.2.15, where hostfwd forwards to)
+    and route; where DHCP already did, these commands change nothing.
+    """
+    return ("IP=$(command -v ip || echo busybox ip); "
+            "for n in /sys/class/net/*; do d=${n##*/}; [ \"$d\" = lo ] && continue; "
+            "$IP link set \"$d\" up; $IP addr add 10.0.2.15/24 dev \"$d\" 2>/dev/null; done; "
+            "$IP route add default via 10.0.2.2 2>/dev/null; "
+            f"exec sleep {int(lifetime)}")
+
+
 def newest_kernel(pattern: str) -> str:
     matches = sorted(glob.glob(pattern), key=lambda p: os.path.getmtime(p))
     if not matches:
@@ -114,6 +130,7 @@ class VirtualMachine:
         self.qemu = ""
         self.boot_seconds = 0.0
         self.kvm_probe = ""
+        self._reaper: subprocess.Popen | None = None
 
     # --- command line -------------------------------------------------------------------
     def qemu_opts(self) -> list[str]:
@@ -132,6 +149,7 @@ class VirtualMachine:
             "--run", self.kernel, "--qemu", self.qemu, "--disable-microvm",
             "--memory", spec.memory, "--cpus", str(spec.cpus),
             "--append", f"hugepages={spec.hugepages}", "--exec", exec_cmd,
+            "--verbose",  # the guest console goes to the log: the boot error shows its tail
         ]
         if not kvm:
             cmd.append("--disable-kvm")
@@ -161,13 +179,14 @@ class VirtualMachine:
         self.kvm = self._choose_kvm()
         self.port = free_port()
         t0 = time.monotonic()
-        cmd = self.command(self.kvm, f"sleep {int(spec.lifetime)}", self.port)
+        cmd = self.command(self.kvm, guest_script(spec.lifetime), self.port)
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                          env=self._env(), cwd=self.workdir,
                                          start_new_session=True)
         if not self.detach:
             _running.add(self)
+            self._reaper = start_reaper(self.proc.pid, self.workdir)
         try:
             self._wait_for_ssh(t0)
             self._write_known_hosts()
@@ -278,6 +297,37 @@ class VirtualMachine:
                 self.proc.wait(5)
             self.proc = None
         shutil.rmtree(self.workdir, ignore_errors=True)
+        if self._reaper is not None:
+            with contextlib.suppress(OSError):
+                self._reaper.stdin.close()  # nothing left for it to do: it exits
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._reaper.wait(5)
+            self._reaper = None
+
+
+#: Run by a helper process that waits for its stdin to close: that happens when
+#: the suite stops the VM, and also when the suite dies in any way (SIGTERM,
+#: SIGKILL), which atexit alone would miss.  Then the VM's process group is
+#: ended and its directory removed.
+_REAPER = """
+import os, shutil, signal, sys, time
+pgid, workdir = int(sys.argv[1]), sys.argv[2]
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+sys.stdin.buffer.read()
+for sig in (signal.SIGTERM, signal.SIGKILL):
+    try:
+        os.killpg(pgid, sig)
+    except OSError:
+        break
+    time.sleep(2)
+shutil.rmtree(workdir, ignore_errors=True)
+"""
+
+
+def start_reaper(pgid: int, workdir: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", _REAPER, str(pgid), workdir],
+                            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
 
 
 def kill_group(pgid: int, grace: float = 3.0) -> None:
