@@ -136,6 +136,7 @@ class BlkEngine:
         self.d_discard_unmap = cfg.has_defect("discard-unmap-accepted")
         self.d_flags_ignored = cfg.has_defect("segment-reserved-flags-ignored")
         self.d_limits_excl = cfg.has_defect("segment-limits-exclusive")
+        self.d_sector_limit_ignored = cfg.has_defect("segment-sector-limit-ignored")
         self.d_discard_widen = cfg.has_defect("discard-rounds-to-alignment")
         self.d_wz_unmap_noop = cfg.has_defect("write-zeroes-unmap-noop")
         self.d_wz_first_only = cfg.has_defect("write-zeroes-first-segment-only")
@@ -387,7 +388,8 @@ class BlkEngine:
         if self.read_only and not self.d_ro_out_only:
             return IOERR
         for sector, num, _flags in ranges:
-            if num > max_sectors or excl and num >= max_sectors or sector + num > self.capacity:
+            over = num > max_sectors and not self.d_sector_limit_ignored
+            if over or excl and num >= max_sectors or sector + num > self.capacity:
                 return IOERR
         if is_wz and self.d_wz_first_only:
             ranges = ranges[:1]

@@ -506,6 +506,15 @@ _defect("num-queues-overstated", "num_queues is one more than the request queues
 _defect("mq-off-no-queues", "without VIRTIO_BLK_F_MQ negotiated no request queue is served",
         "blk.mq-queues")
 
+_defect("segment-sector-limit-ignored", "max_*_sectors is advertised but not enforced: a "
+        "segment of any length inside the disk is carried out",
+        "blk.discard-command", "blk.write-zeroes-command", "blk.secure-erase-command",
+        options={"max_discard_sectors": 64, "max_write_zeroes_sectors": 64,
+                 "max_secure_erase_sectors": 64})
+_defect("cleared-status-wedges", "a driver that clears a status bit without a reset stops "
+        "the backend for good: FEATURES_OK is refused from then on, resets included",
+        "reset.status-write-resets")
+
 
 def defect_names() -> list[str]:
     return sorted(DEFECTS)

@@ -230,6 +230,8 @@ class Transport:
                 self.hooks.on_features_ok(self.negotiated)
         if value & spec.STATUS_FAILED and self.has_defect("failed-wedges-device"):
             self.wedged = True  # the defect: the backend gives up for good
+        if self.status & ~value & _DRIVER_BITS and self.has_defect("cleared-status-wedges"):
+            self.wedged = True  # the defect: a cleared status bit stops the backend for good
         if value & spec.STATUS_DRIVER_OK:
             if self.has_defect("driver-ok-drops-acknowledge"):
                 value &= ~spec.STATUS_ACKNOWLEDGE
@@ -329,6 +331,8 @@ class Transport:
         return index
 
 
+_DRIVER_BITS = (spec.STATUS_ACKNOWLEDGE | spec.STATUS_DRIVER | spec.STATUS_FEATURES_OK
+                | spec.STATUS_DRIVER_OK)
 _WIDTHS = {
     spec.COMMON_DFSELECT: 4, spec.COMMON_DF: 4, spec.COMMON_GFSELECT: 4, spec.COMMON_GF: 4,
     spec.COMMON_MSIX: 2, spec.COMMON_NUMQ: 2, spec.COMMON_STATUS: 1,

@@ -224,11 +224,11 @@ def test_queue_size_the_device_cannot_have(robust, value):
 
 
 @pytest.mark.clause("driver.queue-configure-before-enable", "status.needs-reset-set",
-                    "reset.status-write-resets")
+                    "reset.status-write-resets", "pci.queue-enable-zero-on-reset")
 def test_queue_enabled_at_address_zero(robust):
     """queue_enable written while the ring addresses still hold their reset value 0
     (no notification follows: memory at 0 is not the driver's).  The device must come
-    back after a reset."""
+    back after a reset, its queue disabled again (4.1.4.3.1) so new addresses take."""
     blk = robust.init()
     blk.init(enable_queues=False, driver_ok=False)
     t = blk.transport
@@ -282,7 +282,7 @@ def test_misaligned_ring(robust, part):
 
 
 @pytest.mark.clause("driver.queue-configure-before-enable", "status.needs-reset-set",
-                    "reset.status-write-resets")
+                    "reset.status-write-resets", "pci.queue-enable-zero-on-reset")
 @pytest.mark.parametrize("part", ["desc", "driver", "device"])
 def test_ring_beyond_guest_memory(robust, part):
     """A ring part at 2**40, beyond guest memory: the device cannot use the queue and
@@ -364,3 +364,67 @@ def test_packed_list_longer_than_the_ring(robust):
     descs = list(base.descs[:2]) + [replace(base.descs[2], length=1, flags=WRITE | 1)] * 6
     chain = replace(base, descs=tuple(descs))
     robust.run(chain, UNANSWERABLE)
+
+
+@pytest.mark.clause("driver.packed-framing-readable-first", "status.needs-reset-set",
+                    "reset.status-write-resets")
+def test_packed_readable_after_writable(robust):
+    """2.8.17: in a packed list the device-writable elements come last; here the header
+    follows the data buffer."""
+    robust.init(packed=True)
+    chain = packed_read()
+    hdr, data, status = chain.descs
+    chain = replace(chain, descs=(replace(data, flags=WRITE | 1), replace(hdr, flags=1),
+                                  status))
+    robust.run(chain, UNANSWERABLE)
+
+
+@pytest.mark.clause("driver.packed-indirect-rules", "packed.indirect-ignore-flags",
+                    "blk.in-data", "split.used-len")
+def test_packed_indirect_table_with_next_flags(robust):
+    """2.8.19: inside a packed indirect table the driver sets no flag but WRITE; the
+    device ignores every other flag (2.8.7), so NEXT bits there change nothing."""
+    robust.init(packed=True, require=[spec.VIRTIO_F_INDIRECT_DESC])
+    chain = for_packed(blk_chain(IN, 1, read_len=S, writable_split=(S, 1), indirect=True))
+    table = tuple(replace(d, flags=d.flags | 1, next=0) for d in chain.tables[0])
+    chain = replace(chain, tables=(table,))
+    allow, check = read_ok(robust)
+    robust.run(chain, allow, check=check, legal=True)
+
+
+@pytest.mark.clause("driver.packed-indirect-rules", "status.needs-reset-set",
+                    "reset.status-write-resets")
+def test_packed_indirect_inside_a_list(robust):
+    """2.8.19: a direct descriptor flagged INDIRECT never sits in a NEXT-linked list."""
+    robust.init(packed=True, require=[spec.VIRTIO_F_INDIRECT_DESC])
+    chain = for_packed(blk_chain(IN, 1, read_len=S, writable_split=(S, 1), indirect=True))
+    hdr_table = chain.descs[0]
+    lead = replace(chain.tables[0][0], flags=1)  # the header as a direct descriptor, NEXT
+    chain = replace(chain, descs=(lead, replace(hdr_table, flags=hdr_table.flags)))
+    robust.run(chain, allowed(OK, needs_reset=True, ok_len=S + 1))
+
+
+@pytest.mark.clause("driver.packed-notify-position", "notify.pci-notification-data",
+                    "blk.in-data", "split.used-len")
+@pytest.mark.parametrize("wrong", ["offset-ahead", "wrap-flipped"])
+def test_packed_notification_data_wrong(robust, wrong):
+    """2.8.16: a packed notification names the next descriptor not yet available; this
+    one names another (or the other lap).  The ring itself is what counts; the device
+    may also refuse."""
+    blk = robust.init(packed=True, require=[spec.VIRTIO_F_NOTIFICATION_DATA])
+    raw = robust.raw_queue()
+    chain = packed_read()
+    arena, ops = raw.place(chain)
+    op = raw.kick_op()
+    off, wrap = raw.avail_slot, int(raw.avail_wrap)
+    if wrong == "offset-ahead":
+        off = (off + 5) % raw.size
+    else:
+        wrap ^= 1
+    value = (op.value & 0xFFFF) | (off & 0x7FFF) << 16 | wrap << 31  # type: ignore[union-attr]
+    ops.append(BarWrite(op.bar, op.off, 4, value))  # type: ignore[union-attr]
+    robust._guard(lambda: blk.platform.execute(ops))
+    robust._guard(lambda: raw.settle(1))
+    obs = robust._guard(lambda: raw.observe(chain, arena))
+    allow, check = read_ok(robust)
+    robust.verdict(obs, replace(allow, needs_reset=True), chain, check=check)

@@ -150,7 +150,7 @@ def _last_arena(raw: RawQueue, chain):
 
 
 @pytest.mark.clause("driver.status-no-clear", "status.needs-reset-set", "blk.in-data",
-                    "split.used-len")
+                    "split.used-len", "reset.status-write-resets")
 @pytest.mark.parametrize("write", ["clear-driver-ok", "clear-all-but-acknowledge",
                                    "set-failed"])
 def test_status_bits_cleared_or_failed(robust, write):
@@ -359,3 +359,29 @@ def test_queue_address_changed_while_enabled(robust):
     t.queue_write(0, spec.COMMON_Q_DESCHI, 4, fresh >> 32)
     allow, check = any_outcome(robust)
     robust.run(read_chain(), allow, check=check)
+
+
+@pytest.mark.clause("driver.access-width", "config.generation-change", "blk.in-data",
+                    "split.used-len")
+@pytest.mark.parametrize("access", ["status-as-16-bits", "generation-as-32-bits",
+                                    "queue-select-as-8-bits"])
+def test_access_with_the_wrong_width(robust, access):
+    """4.1.3.1: each field is accessed with its own width.  A write of the wrong width
+    that reaches config_generation must not change it (it is read-only), and the
+    device keeps serving requests (or refuses with NEEDS_RESET)."""
+    blk = robust.init()
+    t = blk.transport
+    gen = t.config_generation
+    status = t.device_status
+    if access == "status-as-16-bits":
+        t.common_write(spec.COMMON_STATUS, 2, status | (gen ^ 0xFF) << 8)
+    elif access == "generation-as-32-bits":
+        t.common_write(spec.COMMON_STATUS, 4, status | (gen ^ 0xFF) << 8)
+    else:
+        t.common_write(spec.COMMON_Q_SELECT, 1, 0)
+    after = t.config_generation
+    extra = [] if after == gen else [
+        f"config_generation went from {gen} to {after} after a {access} write"]
+    obs = robust.send(read_chain())
+    robust.verdict(obs, allowed(OK, needs_reset=True, ok_len=S + 1), read_chain(), extra=extra,
+                   check=data_is(robust.known(1), "IN of sector 1"))

@@ -62,7 +62,8 @@ def cmd_fuzz(args: argparse.Namespace, extra: list[str]) -> int:
           flush=True)
     try:
         report = fuzz(spec, args.seconds, seed, out, setup,
-                      progress=lambda line: print(line, flush=True))
+                      progress=lambda line: print(line, flush=True),
+                      max_findings=args.max_findings)
     except TargetError as exc:
         return _err(str(exc))
     print(report.summary())
@@ -112,6 +113,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     fz.add_argument("--seed", type=int, default=None, help="seed (default: from the clock)")
     fz.add_argument("--out", default="fuzz-findings", metavar="DIR",
                     help="where reproducer files go (default: fuzz-findings)")
+    fz.add_argument("--max-findings", type=int, default=None, metavar="N",
+                    help="stop after N distinct findings")
     fz.add_argument("--packed", action="store_true", help="fuzz a packed virtqueue")
     fz.add_argument("--queue-size", type=int, default=16, metavar="N",
                     help="queue size (default 16)")

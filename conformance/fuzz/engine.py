@@ -72,9 +72,9 @@ def _stem(finding: Finding, n: int) -> str:
 def fuzz(spec: TargetSpec, seconds: float, seed: int, out: Path | None,
          setup: QueueSetup | None = None, batch: int = 40, quiet: float | None = None,
          progress: Callable[[str], None] | None = None,
-         max_executions: int | None = None) -> FuzzReport:
-    """Fuzz the target of ``spec`` for ``seconds`` (or ``max_executions``); write
-    reproducers to ``out``."""
+         max_executions: int | None = None, max_findings: int | None = None) -> FuzzReport:
+    """Fuzz the target of ``spec`` for ``seconds`` (or until ``max_executions`` or
+    ``max_findings``); write reproducers to ``out``."""
     setup = setup or QueueSetup()
     target = open_target(spec)
     if quiet is None:
@@ -90,6 +90,8 @@ def fuzz(spec: TargetSpec, seconds: float, seed: int, out: Path | None,
 
     def over() -> bool:
         if max_executions is not None and session.executions >= max_executions:
+            return True
+        if max_findings is not None and len(report.findings) >= max_findings:
             return True
         return time.monotonic() >= deadline
 

@@ -266,6 +266,7 @@ class RawQueue:
         if self.packed:
             self.avail_slot, self.avail_wrap = q.next_avail, q.avail_wrap  # type: ignore[attr-defined]
             self.used_slot, self.used_wrap = q.next_used, q.used_wrap  # type: ignore[attr-defined]
+            self.written: dict[int, bytes] = {}  # slot -> descriptor the driver wrote there
         else:
             self.avail_idx = q.avail_idx & 0xFFFF  # type: ignore[attr-defined]
             self.used_idx = q.last_used & 0xFFFF  # type: ignore[attr-defined]
@@ -352,12 +353,15 @@ class RawQueue:
         ops: list[Op] = []
         head: Op | None = None
         slot, wrap = self.avail_slot, self.avail_wrap
+        self.written = {}
         for i, d in enumerate(chain.descs):
             flags = d.flags
             if not d.raw_flags:
                 flags = (flags & ~_AVAIL_USED) | (spec.VIRTQ_DESC_F_AVAIL if wrap
                                                   else spec.VIRTQ_DESC_F_USED)
-            op = MemWrite(self.desc_addr(slot), pack_desc(arena, d, True, flags))
+            raw = pack_desc(arena, d, True, flags)
+            self.written[slot] = raw
+            op = MemWrite(self.desc_addr(slot), raw)
             if i == 0:
                 head = op  # 2.8.21.1: the first descriptor's flags go last
             else:
@@ -401,6 +405,8 @@ class RawQueue:
                 flags = struct.unpack_from("<H", ring, 16 * slot + 14)[0]
                 if flags & _AVAIL_USED != (_AVAIL_USED if wrap else 0):
                     break
+                if self.written.get(slot) == ring[16 * slot:16 * slot + 16]:
+                    break
                 n += 1
                 slot += 1
                 if slot == self.size:
@@ -439,6 +445,7 @@ class RawQueue:
         """Send ``chain``, wait for the device, read back everything it could touch."""
         start = time.monotonic()
         arena, ops = self.place(chain)
+        self.last_arena = arena
         if self.doorbell:
             ops.append(MemWrite(self.doorbell[0], bytes(self.doorbell[1])))
         ops.append(self.kick_op())
@@ -475,7 +482,7 @@ class RawQueue:
         return obs
 
     def _collect(self, chain: ChainSpec, ring: bytes, obs: Observation) -> None:
-        bound = max(chain.writable_total(), _write_desc_bytes(chain))
+        bound = max(chain.writable_total(), write_desc_bytes(chain))
         if self.packed:
             self._collect_packed(chain, ring, obs, bound)
             return
@@ -501,9 +508,13 @@ class RawQueue:
                         bound: int) -> None:
         lists = packed_lists(chain.descs)
         for _ in range(self.size):
-            addr, length, id_, flags = _PACKED_DESC.unpack_from(ring, 16 * self.used_slot)
+            raw = ring[16 * self.used_slot:16 * self.used_slot + 16]
+            addr, length, id_, flags = _PACKED_DESC.unpack_from(raw)
             if flags & _AVAIL_USED != (_AVAIL_USED if self.used_wrap else 0):
                 break
+            if self.written.get(self.used_slot) == raw:
+                break  # the driver's own descriptor, marked the way a used one is
+
             obs.used.append((id_, length))
             match = next((k for k, (i, _n) in enumerate(lists) if i == id_), None)
             if match is None:
@@ -527,7 +538,7 @@ class RawQueue:
         self.arenas.clear()
 
 
-def _write_desc_bytes(chain: ChainSpec) -> int:
+def write_desc_bytes(chain: ChainSpec) -> int:
     total = 0
     for d in list(chain.descs) + [d for t in chain.tables for d in t]:
         if d.flags & WRITE:
@@ -547,3 +558,60 @@ def packed_lists(descs: Sequence[DescSpec]) -> list[tuple[int, int]]:
     if n:
         out.append((descs[-1].id & 0xFFFF, n))
     return out
+
+
+def parsed_disk_writes(chain: ChainSpec, arena: Arena, packed: bool
+                       ) -> tuple[tuple[int, int], ...] | None:
+    """The sector ranges a device may write, from the header and segments it reads.
+
+    Follows each chain the way a device would (``next`` or ring order, one indirect
+    table) and reads its device-readable bytes from what the driver put in the
+    arena.  ``None`` when a readable byte lies outside the arena (the device's own
+    registers, beyond memory): the request the device saw is then unknown.
+    """
+    starts = [0] if packed else list(chain.heads)
+    writes: list[tuple[int, int]] = []
+    for head in starts:
+        data = _readable_bytes(chain, arena, packed, head)
+        if data is None:
+            return None
+        writes += _writes_of(data)
+    return tuple(writes)
+
+
+def _readable_bytes(chain: ChainSpec, arena: Arena, packed: bool, head: int) -> bytes | None:
+    table: Sequence[DescSpec] = chain.descs
+    out = bytearray()
+    i, seen, indirect = head, 0, False
+    while 0 <= i < len(table) and seen < 4 * 1024:
+        d = table[i]
+        seen += 1
+        if d.flags & spec.VIRTQ_DESC_F_INDIRECT and not indirect:
+            if d.table is None or d.table >= len(chain.tables):
+                return None
+            table, i, indirect = chain.tables[d.table], 0, True
+            continue
+        if not d.flags & WRITE:
+            start = arena.desc_addr(d) - arena.base
+            n = d.length & 0xFFFFFFFF
+            if start < 0 or start + n > arena.size:
+                return None
+            out += arena.image[start:start + n]
+        if not d.flags & NEXT:
+            break
+        i = i + 1 if packed else d.next
+    return bytes(out)
+
+
+def _writes_of(data: bytes) -> list[tuple[int, int]]:
+    if len(data) < 16:
+        return []
+    type_, _reserved, sector = struct.unpack_from("<IIQ", data)
+    body = data[16:]
+    if type_ == spec.VIRTIO_BLK_T_OUT:
+        return [(sector, len(body) // spec.SECTOR_SIZE + 2)]
+    if type_ in (spec.VIRTIO_BLK_T_DISCARD, spec.VIRTIO_BLK_T_WRITE_ZEROES,
+                 spec.VIRTIO_BLK_T_SECURE_ERASE):
+        return [struct.unpack_from("<QI", body, o)
+                for o in range(0, len(body) - len(body) % 16, 16)]
+    return []

@@ -31,7 +31,7 @@ from typing import Any
 from conformance.driver.blk import BlkDevice
 from conformance.driver.platform import Op, Platform, PlatformError, Result, Unsupported
 from conformance.fuzz.chain import ChainSpec, QueueSetup
-from conformance.fuzz.rawring import Observation, RawQueue
+from conformance.fuzz.rawring import Observation, RawQueue, parsed_disk_writes
 from conformance.robustness import DiskProbe, health_check, in_ranges, probe_sectors
 from conformance.targets.base import Target
 
@@ -55,7 +55,10 @@ class Finding:
         without the numbers that vary from one chain to the next."""
         import re
 
-        text = re.sub(r"0x[0-9a-f]+|\d+", "N", self.summary.lower())
+        if self.kind == "hang":
+            return "hang"  # which command timed out says nothing about the cause
+        text = self.triage.get("exit", self.summary) if self.kind == "crash" else self.summary
+        text = re.sub(r"0x[0-9a-f]+|\d+", "N", text.lower())
         return f"{self.kind}: {text[:160]}"
 
     def to_json(self) -> dict[str, Any]:
@@ -247,8 +250,12 @@ class FuzzSession:
         finding = self._judge(chain, obs)
         if finding is not None:
             return obs, finding
+        # The sectors the device may write follow from the header it read, which a
+        # hostile layout can take from anywhere; unknown -> no disk verdict this time.
+        parsed = parsed_disk_writes(chain, self.raw.last_arena, self.raw.packed)
+        writes = None if parsed is None else chain.disk_writes + parsed
         try:
-            finding = self._after(chain, obs)
+            finding = self._after(chain, obs, writes)
         except PlatformError as exc:
             return obs, self._died(exc)
         return obs, finding
@@ -281,36 +288,39 @@ class FuzzSession:
                            "\n".join(errors))
         return None
 
-    def _after(self, chain: ChainSpec, obs: Observation) -> Finding | None:
-        """Recover the device when needed and check the disk."""
+    def _after(self, chain: ChainSpec, obs: Observation,
+               writes: tuple[tuple[int, int], ...] | None) -> Finding | None:
+        """Recover the device when needed and check the disk (``writes`` None: the
+        request the device saw is unknown, so every sector is fair game)."""
         assert self.blk is not None and self.probe is not None
+        allowed = writes if writes is not None else ((0, 1 << 64),)
         done = len(obs.used) >= self.raw.expected(chain) and not obs.needs_reset
         if not done:
             self.resets += 1
-            health = health_check(self.blk, self._reinit, self.probe, chain.disk_writes)
+            health = health_check(self.blk, self._reinit, self.probe, allowed)
             if not health.healthy:
                 finding = Finding("crash" if health.severity == "crash-or-hang" else "wedged",
                                   health.reason, health.reason)
                 self.restart()
                 return finding
             disk = health.disk
-            self._rebase(health_now=None, writes=chain.disk_writes)
+            self._rebase(health_now=None, writes=allowed)
             self._fresh_queue()
         else:
-            disk = self._disk_check(chain)
+            disk = self._disk_check(allowed)
         if disk:
             finding = Finding("corruption", disk[0], "\n".join(disk))
             self.restart()
             return finding
         return None
 
-    def _disk_check(self, chain: ChainSpec) -> list[str]:
+    def _disk_check(self, writes: Sequence[tuple[int, int]]) -> list[str]:
         assert self.probe is not None and self.blk is not None
         if not self._direct and self.executions % self.disk_every:
             return []
         now = self._direct_read() if self._direct else self.probe.read(self.blk)
-        problems = self.probe.changed(now, chain.disk_writes)
-        self._rebase(now, chain.disk_writes)
+        problems = self.probe.changed(now, writes)
+        self._rebase(now, writes)
         return problems
 
     def _rebase(self, health_now: dict[int, bytes] | None, writes: Sequence[tuple[int, int]]
