@@ -35,6 +35,8 @@ from .errors import TargetStartError
 HLT_BIOS_SIZE = 64 * 1024
 HLT = b"\xf4"
 STDERR_LINES = 50
+#: Seconds QEMU gets to exit on SIGTERM; a wedged main loop never does, so keep it short.
+TERM_GRACE = 1.0
 
 # Strong references: a QEMU whose owner forgot it must still die at exit.
 _live: set[QemuProcess] = set()
@@ -291,7 +293,7 @@ class QemuProcess:
                     # A stopped QEMU (SIGSTOP, a debugger) acts on SIGTERM only once continued.
                     os.killpg(self.proc.pid, signal.SIGCONT)
                 try:
-                    self.proc.wait(3.0)
+                    self.proc.wait(TERM_GRACE)
                 except subprocess.TimeoutExpired:
                     with contextlib.suppress(ProcessLookupError, PermissionError):
                         os.killpg(self.proc.pid, signal.SIGKILL)
