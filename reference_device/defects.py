@@ -200,7 +200,7 @@ _defect(
     "status-at-descriptor-start",
     "the status byte goes to the first byte of the last device-writable descriptor, as if "
     "the status always had a descriptor of its own",
-    "blk.status-ok",
+    "blk.status-ok", "split.framing-independent",
 )
 _defect(
     "capacity-check-start-only",
@@ -472,6 +472,8 @@ _defect("packed-id-from-first-descriptor", "a packed list reports the buffer ID 
         "descriptor, not its last", "packed.used-id")
 _defect("packed-write-flag-only-with-data", "VIRTQ_DESC_F_WRITE is set in a used descriptor "
         "only when more than the status byte was written", "packed.used-write-flag")
+_defect("packed-write-flag-never", "used descriptors never carry VIRTQ_DESC_F_WRITE, whatever "
+        "was written (QEMU 7.2's virtqueue_packed_fill_desc)", "packed.used-write-flag")
 _defect("packed-len-not-written", "a used descriptor keeps the length the driver wrote in the "
         "list's first descriptor", "packed.used-len")
 _defect("packed-no-skip", "after a list of n descriptors the next used descriptor goes to the "

@@ -95,7 +95,8 @@ def process(q: Virtqueue, mem: GuestMemory, execute: Execute, *, event_idx: bool
             # 2.8.1: a used descriptor has AVAIL and USED both equal to the device's
             # wrap counter; 2.8.3: WRITE says whether anything was written.
             used_flags = (_AVAIL | _USED) if uwrap else 0
-            if length > (1 if "packed-write-flag-only-with-data" in defects else 0):
+            if length > (1 if "packed-write-flag-only-with-data" in defects else 0) and \
+                    "packed-write-flag-never" not in defects:
                 used_flags |= _WRITE
             u16_into(buf, d + spec.PACKED_DESC_FLAGS, used_flags)
             done += 1
