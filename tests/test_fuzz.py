@@ -213,7 +213,7 @@ def test_cli_fuzz_and_replay(tmp_path, capsys):
     out = tmp_path / "found"
     code = fuzz_cli.cmd_fuzz(fuzz_cli_args(target, out), [])
     text = capsys.readouterr().out
-    assert code == 1, text
+    assert code == 3, text
     files = sorted(out.glob("*.json"))
     assert files and "corruption" in text
     args = type("A", (), {"file": str(files[0]), "target_config": None})()

@@ -4,9 +4,10 @@
                           [--seed S] [--out DIR] [--packed] [--queue-size N]
     vblk-conformance replay FILE [--target-config FILE]
 
-``fuzz`` exits 0 when nothing was found, 1 when it wrote reproducers (one per
+``fuzz`` exits 0 when nothing was found, 3 when it wrote reproducers (one per
 distinct finding, under ``--out``, default ``fuzz-findings/``), 4 on bad
-usage.  ``replay`` sends a reproducer's chains to a fresh device and says what
+usage; a CI job against a device with known findings accepts 0 and 3.
+``replay`` sends a reproducer's chains to a fresh device and says what
 happened; it exits 1 when the device misbehaves again, 0 when it does not.
 """
 
@@ -17,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+EXIT_FINDINGS = 3
 EXIT_USAGE = 4
 
 
@@ -67,7 +69,7 @@ def cmd_fuzz(args: argparse.Namespace, extra: list[str]) -> int:
     except TargetError as exc:
         return _err(str(exc))
     print(report.summary())
-    return 1 if report.findings else 0
+    return EXIT_FINDINGS if report.findings else 0
 
 
 def cmd_replay(args: argparse.Namespace, extra: list[str]) -> int:
@@ -81,8 +83,9 @@ def cmd_replay(args: argparse.Namespace, extra: list[str]) -> int:
         return _err(str(exc))
     f = rep.finding
     print(f"reproducer: {f.kind} ({f.severity}): {f.summary}")
-    print(f"  {len(rep.chains)} chain(s), target {rep.target.get('name')} "
-          f"({rep.target.get('kind')}), seed {rep.seed}")
+    where = spec.name if spec else rep.target.get("name")
+    print(f"  {len(rep.chains)} chain(s), found on {rep.target.get('name')} "
+          f"({rep.target.get('kind')}), seed {rep.seed}; replaying on {where}")
     try:
         result = replay(rep, spec)
     except (TargetConfigError, TargetError) as exc:

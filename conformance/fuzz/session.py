@@ -24,6 +24,7 @@ an allowed reaction to a malformed request and not a finding.
 from __future__ import annotations
 
 import collections
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -53,8 +54,6 @@ class Finding:
     def signature(self) -> str:
         """What makes two findings the same bug: the kind and the first problem,
         without the numbers that vary from one chain to the next."""
-        import re
-
         if self.kind == "hang":
             return "hang"  # which command timed out says nothing about the cause
         text = self.triage.get("exit", self.summary) if self.kind == "crash" else self.summary
@@ -108,6 +107,13 @@ def _op_text(op: Op) -> str:
     return text if len(text) <= 160 else text[:157] + "..."
 
 
+#: How the qtest target words QEMU's state in its errors (process.describe_exit and
+#: the hang diagnosis): the part a triage keeps.
+_QEMU_STATE = re.compile(r"QEMU (was killed by [A-Z0-9]+|exited with status -?\d+"
+                         r"|is still running( \(process state \w\))?"
+                         r"|is stopped( \([^)]*\))?)")
+
+
 def triage(exc: Exception, platform: RecordingPlatform) -> tuple[str, dict[str, Any]]:
     """Kind (crash or hang) and what is known about it."""
     from conformance.targets.qtest.errors import QemuDiedError, QtestTimeoutError
@@ -122,10 +128,9 @@ def triage(exc: Exception, platform: RecordingPlatform) -> tuple[str, dict[str, 
         "message": lines[0] if lines else text,
         "last_primitives": platform.last_ops(),
     }
-    exit_line = next((ln for ln in lines if "QEMU was killed by" in ln or "QEMU exited" in ln
-                      or "still running" in ln), None)
-    if exit_line:
-        info["exit"] = exit_line.strip()
+    state = _QEMU_STATE.search(text)
+    if state:
+        info["exit"] = state.group(0).strip()
     stderr = [ln.strip() for ln in lines[1:] if ln.startswith("  ")]
     if stderr:
         info["stderr_tail"] = stderr
