@@ -54,9 +54,16 @@ class ReferencePlatform(Platform):
         self.memory = memory
         self.memory_size = memory_size
         self._next_dma = DMA_BASE
+        self._bar_cache: dict[int, int] = {}
 
     # --- BAR decoding: addresses come from the BAR registers, like a bus would -----
     def _bar_base(self, bar: int) -> int:
+        base = self._bar_cache.get(bar)
+        if base is None:
+            base = self._bar_cache[bar] = self._read_bar_base(bar)
+        return base
+
+    def _read_bar_base(self, bar: int) -> int:
         off = PCI_BASE_ADDRESS_0 + 4 * bar
         low = self.device.config_read(off, 4)
         if low & 1:
@@ -77,6 +84,9 @@ class ReferencePlatform(Platform):
         return self.device.config_read(off, size)
 
     def config_write(self, off: int, size: int, value: int) -> None:
+        # Any config write may move a BAR (BAR registers, or a window onto them);
+        # forget the decoded bases rather than guess which writes matter.
+        self._bar_cache.clear()
         self.device.config_write(off, size, value)
 
     def mem_read(self, addr: int, n: int) -> bytes:
@@ -115,7 +125,7 @@ class ReferencePlatform(Platform):
             elif t is ConfigRead:
                 append(self.device.config_read(op.off, op.size))
             elif t is ConfigWrite:
-                self.device.config_write(op.off, op.size, op.value)
+                self.config_write(op.off, op.size, op.value)
                 append(None)
             else:
                 raise TypeError(f"unknown primitive {op!r}")
