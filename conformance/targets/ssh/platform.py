@@ -14,7 +14,7 @@ compresses well.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from conformance.driver.platform import (
@@ -74,6 +74,8 @@ class SshPlatform(Platform):
         self.timeout = timeout
         self.backing_file = backing_file
         self.facts = facts or {}
+        #: Set by a target that controls the VMM (qemu-vm: QMP block_resize).
+        self.resizer: Callable[[int], None] | None = None
 
     def execute(self, ops: Sequence[Op]) -> list[Result]:
         if not ops:
@@ -93,6 +95,11 @@ class SshPlatform(Platform):
 
     def dma_alloc(self, size: int, align: int = 4096) -> int:
         return self.client.alloc(size, align)
+
+    def resize(self, capacity_bytes: int) -> None:
+        if self.resizer is None:
+            raise Unsupported("the ssh target cannot resize the disk (a qemu-vm target can)")
+        self.resizer(capacity_bytes)
 
     def backing_read(self, offset: int, n: int) -> bytes:
         if not self.backing_file:

@@ -37,10 +37,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from conformance.pattern import write_pattern_file
+from conformance.driver.platform import PlatformError
 from conformance.targets.base import TargetError
+from conformance.targets.qtest.backing import create_pattern_file
 from conformance.targets.qtest.errors import TargetStartError
 from conformance.targets.qtest.process import prefix_data_dir, resolve_binary
+from conformance.targets.qtest.qmp import QmpError, QmpSession
 
 from .config import VmSpec
 
@@ -123,6 +125,8 @@ class VirtualMachine:
         self.disk = os.path.join(self.workdir, "disk.raw")
         self.log = os.path.join(self.workdir, LOG_FILE)
         self.known_hosts = os.path.join(self.workdir, "known_hosts")
+        self.qmp_path = os.path.join(self.workdir, "qmp.sock")
+        self.qmp: QmpSession | None = None
         self.port = 0
         self.proc: subprocess.Popen | None = None
         self.kvm = False
@@ -137,7 +141,9 @@ class VirtualMachine:
         spec = self.spec
         path = self.disk.replace(",", ",,")  # QEMU's option-value escaping
         opts = ["-drive", f"file={path},if=none,id={spec.drive_id},format=raw",
-                "-device", spec.device_arg()]
+                "-device", spec.device_arg(),
+                # QMP: liveness after a case that may have hung QEMU, and block_resize.
+                "-qmp", f"unix:{self.qmp_path},server=on,wait=off"]
         data_dir = prefix_data_dir(self.qemu)
         if data_dir:
             opts += ["-L", data_dir]
@@ -175,7 +181,7 @@ class VirtualMachine:
         except TargetStartError as exc:
             raise TargetError(f"qemu-vm: {exc}") from None
         os.makedirs(self.home, exist_ok=True)
-        write_pattern_file(self.disk, spec.disk_size)
+        create_pattern_file(self.disk, spec.disk_size)
         self.kvm = self._choose_kvm()
         self.port = free_port()
         t0 = time.monotonic()
@@ -190,6 +196,7 @@ class VirtualMachine:
         try:
             self._wait_for_ssh(t0)
             self._write_known_hosts()
+            self._connect_qmp()
         except BaseException:
             self.stop()
             raise
@@ -247,6 +254,41 @@ class VirtualMachine:
                           f"within {self.spec.boot_timeout:g}s"
                           + (f"; last output: {self._log_tail()}" if self._log_tail() else ""))
 
+    def _connect_qmp(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.connect(self.qmp_path)
+            self.qmp = QmpSession(sock, timeout=10.0, name="vblk-vm")
+        except (OSError, QmpError) as exc:
+            sock.close()
+            raise TargetError(f"qemu-vm: QEMU's monitor ({self.qmp_path}) did not answer: "
+                              f"{exc}") from None
+
+    def alive(self, timeout: float = 3.0) -> bool:
+        """QEMU runs and its main loop answers QMP (a hung device model stops both)."""
+        if self.proc is None or self.proc.poll() is not None or self.qmp is None:
+            return False
+        try:
+            self.qmp.command("query-status", timeout=timeout)
+            return True
+        except QmpError:
+            return False
+
+    def resize(self, capacity_bytes: int) -> None:
+        """block_resize: the device sends a configuration change (5.2.4)."""
+        if self.qmp is None:
+            raise PlatformError("qemu-vm: no QMP connection to resize the disk")
+        try:
+            self.qmp.command("block_resize", device=self.spec.drive_id, size=capacity_bytes)
+        except QmpError as exc:
+            raise PlatformError(f"resize to {capacity_bytes} bytes failed: {exc}") from None
+
+    def restore_disk(self) -> None:
+        """The disk's first size and pattern again (between cases, the device quiesced)."""
+        if os.path.getsize(self.disk) != self.spec.disk_size:
+            self.resize(self.spec.disk_size)
+        create_pattern_file(self.disk, self.spec.disk_size, truncate=False)
+
     @property
     def ssh_dir(self) -> str:
         return os.path.join(self.home, ".cache", "virtme-ng", ".ssh")
@@ -291,6 +333,9 @@ class VirtualMachine:
     def stop(self) -> None:
         """End the VM's process group and remove its directory; idempotent."""
         _running.discard(self)
+        if self.qmp is not None:
+            self.qmp.close()
+            self.qmp = None
         if self.proc is not None:
             kill_group(self.proc.pid)
             with contextlib.suppress(subprocess.TimeoutExpired):
