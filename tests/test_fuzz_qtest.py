@@ -73,6 +73,15 @@ def test_documented_hang_reproduces(qemu):
     assert result.reproduced and result.finding.kind == "hang", result.observation
 
 
+def test_documented_packed_livelock_reproduces():
+    """docs/findings/qemu-packed-broken-queue-livelock.json: QEMU spins (state R)."""
+    rep = load_reproducer(FINDINGS / "qemu-packed-broken-queue-livelock.json")
+    target = spec_from_mapping({**rep.target, "qemu": QEMU, "timeout": 3}, "test", "qemu")
+    result = replay(rep, target)
+    assert result.reproduced and result.finding.kind == "hang"
+    assert result.finding.triage["exit"] == "QEMU is still running (process state R)"
+
+
 def test_documented_indirect_finding_reproduces():
     rep = load_reproducer(FINDINGS / "qemu-indirect-descriptor-not-at-head.json")
     result = replay(rep, qtest_spec())
