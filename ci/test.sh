@@ -42,6 +42,19 @@ vblk-conformance run -q --target-config examples/reference-ro.yaml
 rc=$?
 [ "$rc" -eq 0 ] || die "the conformance run on the read-only reference device failed (exit status $rc)"
 
+step "fuzz: 20 s smoke runs on the reference device and on QEMU 7.2 (qtest)"
+# The reference device must give no finding (exit 0).  QEMU has known findings
+# (docs/findings/), so there exit 3 (reproducers written) passes as well; any
+# other status means the fuzzer itself failed.
+fuzz_out=$(mktemp -d)
+vblk-conformance fuzz --target reference --seconds 20 --seed 1 --out "$fuzz_out/reference"
+rc=$?
+[ "$rc" -eq 0 ] || die "fuzzing the reference device failed or found something (exit status $rc; $fuzz_out/reference)"
+vblk-conformance fuzz --target-config examples/qemu-7.2.yaml --seconds 20 --seed 1 \
+    --out "$fuzz_out/qemu-7.2"
+rc=$?
+[ "$rc" -eq 0 ] || [ "$rc" -eq 3 ] || die "fuzzing QEMU 7.2 failed (exit status $rc)"
+
 step "conformance: real QEMU through qtest, gated by each target's baseline"
 # Every case that does not pass must be listed, with the same outcome, in
 # baselines/<target>.yaml; a listed case that passes fails the run (stale).
