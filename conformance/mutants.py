@@ -55,7 +55,7 @@ def run_mutant(name: str) -> MutantResult:
     result.ran = sorted(outcomes)
     # A deviation is a SHOULD case noticing the defect: as much a kill as a failure.
     result.killed_by = sorted(n for n, (o, _) in outcomes.items()
-                              if o in ("failed", "error", "deviation"))
+                              if o in ("failed", "error", "deviation", "wedged"))
     return result
 
 
