@@ -74,19 +74,6 @@ done
 step "conformance: QEMU's virtio-blk-pci in a VM the suite boots, over SSH (qemu-vm)"
 # Boots the host's kernel with virtme-ng under TCG, runs the catalogue through
 # the guest agent and stops the VM.  Gated by the qtest baseline of the same
-# QEMU: over SSH every case must end as it does on qtest.
-bash ci/install-vm.sh || die "installing the test VM's packages failed"
-vm_args=(-q --no-results --target-config examples/qemu-vm.yaml)
-[ -f baselines/qemu-7.2.yaml ] && vm_args+=(--baseline baselines/qemu-7.2.yaml)
-timeout 1800 vblk-conformance run "${vm_args[@]}"
-rc=$?
-[ "$rc" -eq 0 ] || die "qemu-vm (ssh) does not match the qtest baseline (exit status $rc)"
-leftover=$(pgrep -f 'virtme_ng.run|qemu-system-x86_64 -name virtme' || true)
-[ -z "$leftover" ] || die "qemu-vm left processes behind: $leftover"
-
-step "conformance: QEMU's virtio-blk-pci in a VM the suite boots, over SSH (qemu-vm)"
-# Boots the host's kernel with virtme-ng under TCG, runs the catalogue through
-# the guest agent and stops the VM.  Gated by the qtest baseline of the same
 # QEMU: over SSH every case must end as it does on qtest (INTx is the one
 # thing guest userspace cannot observe: that case is a skip here).
 bash ci/install-vm.sh || die "installing the test VM's packages failed"
