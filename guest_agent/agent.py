@@ -285,7 +285,7 @@ def poll(mem: DmaMemory, addr: int, size: int, mask: int, value: int, equal: boo
         spins += 1
         if spins > 50:
             time.sleep(delay)
-            delay = min(delay * 2, 1e-3)
+            delay = min(delay * 2, 200e-6)
 
 
 def serve(agent: Agent, stream: Stream) -> str:
