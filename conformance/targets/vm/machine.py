@@ -168,6 +168,7 @@ class VirtualMachine:
     def _env(self) -> dict[str, str]:
         env = dict(os.environ)
         env["HOME"] = self.home
+        env["TMPDIR"] = self.workdir  # virtme-run's own temp files go with the VM's directory
         # vng runs virtme-run through the shell: it must find this interpreter's copy.
         env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
         return env
