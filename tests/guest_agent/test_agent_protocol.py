@@ -258,3 +258,33 @@ def test_agent_survives_malformed_ops(agent):
     plat = agent.select()
     agent.client.exchange(p.frame(p.BATCH, b"\x00\x05\x00\x01"))
     assert plat.config_read(0, 2) == 0x1AF4
+
+
+def test_posted_writes_go_with_the_next_read(agent, tree):
+    plat = agent.select()
+    rt = agent.client.round_trips
+    for off in range(0x10, 0x20, 4):
+        plat.bar_write(4, off, 4, off)
+    assert agent.client.round_trips == rt  # held back ...
+    assert plat.bar_read(4, 0x1C, 4) == 0x1C  # ... and in front of the read: one round trip
+    assert agent.client.round_trips == rt + 1
+    assert tree.bar4(A)[0x10:0x20] == b"".join(o.to_bytes(4, "little")
+                                               for o in range(0x10, 0x20, 4))
+
+
+def test_posted_write_reaches_the_device_while_the_case_sleeps(agent, tree):
+    plat = agent.select()
+    plat.config_write(0x0D, 1, 0x40)
+    time.sleep(0.5)  # nothing else from the case: the flusher sends it
+    assert tree.config(A)[0x0D] == 0x40
+
+
+def test_poll_timeout_index_counts_only_the_callers_ops(agent):
+    plat = agent.select()
+    addr = plat.dma_alloc(4096)
+    plat.mem_write(addr, b"\x01\0\0\0")  # posted
+    poll = Poll(addr, 4, 0xFF, 2, True, 0.1)
+    with pytest.raises(PollTimeout) as info:
+        plat.execute([MemRead(addr, 4), poll])
+    assert (info.value.index, info.value.last_value, info.value.results) == (
+        1, 1, [b"\x01\0\0\0"])

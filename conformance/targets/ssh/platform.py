@@ -14,6 +14,8 @@ compresses well.
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -40,6 +42,9 @@ from .client import AgentClient, PollExpired
 COMPRESS_OVER = 8 << 10
 #: Allowance for moving a batch through the channel, on top of its poll timeouts.
 BYTES_PER_SECOND = 256 << 10
+#: Longest a posted write waits for the next batch before it is sent on its own.
+POST_LINGER = 0.002
+POSTED = (p.OP_CFG_WRITE, p.OP_BAR_WRITE, p.OP_MEM_WRITE)
 
 
 def to_wire(op: Op) -> tuple:
@@ -68,7 +73,8 @@ class SshPlatform(Platform):
     mmio_window = None  # BARs come assigned by the guest kernel: reuse them
 
     def __init__(self, client: AgentClient, selected: dict[str, Any], timeout: float = 10.0,
-                 backing_file: str | None = None, facts: dict[str, Any] | None = None):
+                 backing_file: str | None = None, facts: dict[str, Any] | None = None,
+                 post_writes: bool = True):
         self.client = client
         self.selected = selected
         self.timeout = timeout
@@ -76,11 +82,89 @@ class SshPlatform(Platform):
         self.facts = facts or {}
         #: Set by a target that controls the VMM (qemu-vm: QMP block_resize).
         self.resizer: Callable[[int], None] | None = None
+        self.post_writes = post_writes
+        self._posted: list[tuple] = []
+        self._posted_at = 0.0
+        self._error: BaseException | None = None
+        self._lock = threading.Condition()
+        self._flusher: threading.Thread | None = None
 
+    # --- posted writes ---------------------------------------------------------------------
+    # A batch of nothing but writes (config, BAR, memory) returns nothing the
+    # driver can look at, so it is held back and sent in front of the next batch
+    # that reads or polls: a register-by-register bring-up costs half the round
+    # trips.  Like a posted PCI write it reaches the device before any later read,
+    # and never later than POST_LINGER after it was issued (a flusher thread sends
+    # it), so a case that writes and then sleeps still gives the device that time.
+
+    def _flush_locked(self) -> None:
+        if self._posted:
+            posted, self._posted = self._posted, []
+            self._run(posted)
+
+    def _flush_loop(self) -> None:
+        with self._lock:
+            while self._flusher is threading.current_thread():
+                if not self._posted:
+                    self._lock.wait(1.0)
+                    continue
+                left = self._posted_at + POST_LINGER - time.monotonic()
+                if left > 0:
+                    self._lock.wait(left)
+                    continue
+                try:
+                    self._flush_locked()
+                except BaseException as exc:  # reported by the next call from the case
+                    self._error = exc
+
+    def _raise_error_locked(self) -> None:
+        if self._error is not None:
+            exc, self._error = self._error, None
+            raise exc
+
+    def sync(self) -> None:
+        """Send the posted writes now (and report what became of them)."""
+        with self._lock:
+            self._raise_error_locked()
+            self._flush_locked()
+
+    def control(self, kind: int, obj: dict | None = None, timeout: float | None = None,
+                what: str = "a request") -> dict:
+        """A control request to the agent, after the posted writes."""
+        with self._lock:
+            try:
+                self._flush_locked()
+            except PlatformError:
+                pass  # the case is over: the device is being reset anyway
+            self._error = None
+            return self.client.control(kind, obj, timeout, what)
+
+    # --- the Platform -----------------------------------------------------------------------
     def execute(self, ops: Sequence[Op]) -> list[Result]:
         if not ops:
             return []
         wire = [to_wire(op) for op in ops]
+        with self._lock:
+            self._raise_error_locked()
+            if self.post_writes and all(w[0] in POSTED for w in wire):
+                if not self._posted:
+                    self._posted_at = time.monotonic()
+                self._posted += wire
+                if self._flusher is None:
+                    self._flusher = threading.Thread(target=self._flush_loop, daemon=True,
+                                                     name="ssh-posted-writes")
+                    self._flusher.start()
+                self._lock.notify()
+                return [None] * len(wire)
+            posted, self._posted = self._posted, []
+            try:
+                return self._run(posted + wire)[len(posted):]
+            except PollTimeout as exc:
+                n = len(posted)
+                raise PollTimeout(exc.poll, exc.last_value, exc.index - n, exc.results[n:]) \
+                    from None
+
+    def _run(self, wire: list[tuple]) -> list[Result]:
         payload = sum(len(w[2]) for w in wire if w[0] == p.OP_MEM_WRITE) + 16 * len(wire)
         result_bytes = sum(p.result_layout(wire))
         polls = sum(w[6] for w in wire if w[0] == p.OP_POLL)
@@ -88,22 +172,27 @@ class SshPlatform(Platform):
         got = self.client.batch(wire, budget, compress=payload > COMPRESS_OVER,
                                 compress_reply=result_bytes > COMPRESS_OVER)
         if isinstance(got, PollExpired):
-            poll = ops[got.index]
-            assert isinstance(poll, Poll)
+            w = wire[got.index]
+            poll = Poll(w[1], w[2], w[3], w[4], bool(w[5]), w[6])
             raise PollTimeout(poll, got.last_value, got.index, got.results)
         return got
 
     def dma_alloc(self, size: int, align: int = 4096) -> int:
-        return self.client.alloc(size, align)
+        with self._lock:
+            self._raise_error_locked()
+            self._flush_locked()
+            return self.client.alloc(size, align)
 
     def resize(self, capacity_bytes: int) -> None:
         if self.resizer is None:
             raise Unsupported("the ssh target cannot resize the disk (a qemu-vm target can)")
+        self.sync()
         self.resizer(capacity_bytes)
 
     def backing_read(self, offset: int, n: int) -> bytes:
         if not self.backing_file:
             raise Unsupported("the ssh target was given no backing_file to read")
+        self.sync()
         with open(self.backing_file, "rb") as f:
             f.seek(offset)
             return f.read(n)
@@ -122,3 +211,6 @@ class SshPlatform(Platform):
 
     def close(self) -> None:
         """The connection belongs to the target, which reuses it for the next case."""
+        with self._lock:
+            self._flusher = None  # the flusher thread ends
+            self._lock.notify()

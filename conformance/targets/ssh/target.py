@@ -57,6 +57,8 @@ class SshTarget(Target):
         return self._platform
 
     def _drop(self) -> None:
+        if self._platform is not None:
+            self._platform.close()  # its posted-write flusher stops
         if self.session is not None:
             self.last_give_back = self.session.close(give_back=True)
         self.session = None
@@ -70,9 +72,9 @@ class SshTarget(Target):
         rebind = self._rebind_next
         self._rebind_next = False
         try:
-            self.session.client.control(p.REPROBE, {"rebind": rebind},
-                                        timeout=max(self.timeout, 30.0),
-                                        what="resetting the device between cases")
+            self._platform.control(p.REPROBE, {"rebind": rebind},
+                                   timeout=max(self.timeout, 30.0),
+                                   what="resetting the device between cases")
             self.rebinds += rebind
             return self._platform
         except (AgentLost, AgentRequestError, PlatformError):

@@ -97,6 +97,17 @@ def vng_command() -> list[str]:
     return [sys.executable, "-m", "virtme_ng.run"]
 
 
+def prefix_module_dir(binary: str) -> str | None:
+    """``PREFIX/lib/<multiarch>/qemu`` for a QEMU in a private ``PREFIX/bin``, if it exists."""
+    if not prefix_data_dir(binary):
+        return None
+    prefix = os.path.dirname(os.path.dirname(os.path.realpath(binary)))
+    for candidate in sorted(glob.glob(os.path.join(prefix, "lib", "*", "qemu"))):
+        if glob.glob(os.path.join(candidate, "*.so")):
+            return candidate
+    return None
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -143,7 +154,10 @@ class VirtualMachine:
         opts = ["-drive", f"file={path},if=none,id={spec.drive_id},format=raw",
                 "-device", spec.device_arg(),
                 # QMP: liveness after a case that may have hung QEMU, and block_resize.
-                "-qmp", f"unix:{self.qmp_path},server=on,wait=off"]
+                "-qmp", f"unix:{self.qmp_path},server=on,wait=off",
+                # No sound: q35's PC speaker would otherwise make QEMU probe audio
+                # driver modules (QEMU 10.0 in a prefix aborts on 7.2's audio-pa.so).
+                "-audiodev", "none,id=vblknoaudio", "-machine", "pcspk-audiodev=vblknoaudio"]
         data_dir = prefix_data_dir(self.qemu)
         if data_dir:
             opts += ["-L", data_dir]
@@ -169,6 +183,11 @@ class VirtualMachine:
         env = dict(os.environ)
         env["HOME"] = self.home
         env["TMPDIR"] = self.workdir  # virtme-run's own temp files go with the VM's directory
+        modules = prefix_module_dir(self.qemu)
+        if modules:
+            # A QEMU in a private prefix would load the system QEMU's modules
+            # (audio, display) from its compiled-in directory and abort.
+            env["QEMU_MODULE_DIR"] = modules
         # vng runs virtme-run through the shell: it must find this interpreter's copy.
         env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
         return env

@@ -53,6 +53,8 @@ class QemuVmTarget(Target):
     def _reboot(self) -> None:
         # The guest goes away with its agent: nothing to give back.  QEMU is
         # stopped first so closing the old session does not wait on a hung guest.
+        if self.ssh._platform is not None:
+            self.ssh._platform.close()
         old, self.ssh.session, self.ssh._platform = self.ssh.session, None, None
         self.vm.stop()
         if old is not None:
