@@ -65,6 +65,9 @@ def cmd_vm_start(args: argparse.Namespace, extra) -> int:
         vm = VirtualMachine(spec, workdir=workdir, detach=True).start()
     except TargetError as exc:
         return _err(str(exc))
+    if vm.qmp is not None:  # this command ends; the VM goes on without its monitor client
+        vm.qmp.close()
+        vm.qmp = None
     target = Path(workdir, "target.yaml")
     lines = ["kind: ssh", f"name: vm-{vm.port}"]
     lines += [f"{k}: {v}" for k, v in vm.ssh_options().items()]
