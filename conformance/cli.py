@@ -76,7 +76,7 @@ def cmd_clauses(args: argparse.Namespace, extra: Sequence[str]) -> int:
 
 
 def cmd_mutants(args: argparse.Namespace, extra: Sequence[str]) -> int:
-    from conformance.mutants import format_kill_table, kill_table
+    from conformance.mutants import false_alarms, format_kill_table, kill_table
     from reference_device.defects import DEFECTS
 
     names = args.defect or sorted(DEFECTS)
@@ -84,9 +84,14 @@ def cmd_mutants(args: argparse.Namespace, extra: Sequence[str]) -> int:
     if unknown:
         return _fail(f"--defect: unknown defect(s) {', '.join(unknown)} "
                      f"(known: {', '.join(sorted(DEFECTS))})")
+    alarms = [] if args.defect else false_alarms()
+    for nodeid, outcome, detail in alarms:
+        print(f"FALSE ALARM {outcome}: {nodeid}: {detail}"[:240])
     results = kill_table(names, jobs=args.jobs)
-    print(format_kill_table(results))
-    return 0 if all(r.killed and not r.error for r in results) else 1
+    print(format_kill_table(results, markdown=args.markdown))
+    if not args.defect:
+        print(f"defect-free device: {len(alarms)} false alarm(s)")
+    return 0 if all(r.killed and not r.error for r in results) and not alarms else 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -114,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="only this defect (repeatable; default: all)")
     mutants.add_argument("-j", "--jobs", type=int, default=None,
                          help="parallel runs (default: number of CPUs)")
+    mutants.add_argument("--markdown", action="store_true", help="print the table as Markdown")
     mutants.set_defaults(func=cmd_mutants)
     reports.add_parsers(sub)
     fuzz_cli.add_parsers(sub)

@@ -59,6 +59,22 @@ def run_mutant(name: str) -> MutantResult:
     return result
 
 
+def false_alarms() -> list[tuple[str, str, str]]:
+    """Cases that do not pass on the defect-free reference device: (node ID, outcome, detail).
+
+    A skip (feature not offered) and a reject (a hostile request refused while the
+    device stayed healthy) are fine; anything that reports a problem is a false alarm.
+    """
+    from conformance.selfcheck import run_outcomes
+
+    with tempfile.TemporaryDirectory(prefix="vblk-mutant-") as tmp:
+        path = Path(tmp) / "target.yaml"
+        path.write_text(yaml.safe_dump(target_mapping([])))
+        outcomes = run_outcomes(path)
+    return sorted((n, o, d) for n, (o, d) in outcomes.items()
+                  if o not in ("passed", "skipped", "reject"))
+
+
 def kill_table(names: Iterable[str], jobs: int | None = None) -> list[MutantResult]:
     names = list(names)
     jobs = jobs or min(len(names), os.cpu_count() or 1) or 1
@@ -68,7 +84,19 @@ def kill_table(names: Iterable[str], jobs: int | None = None) -> list[MutantResu
         return list(pool.map(run_mutant, names))
 
 
-def format_kill_table(results: list[MutantResult]) -> str:
+def format_kill_table(results: list[MutantResult], markdown: bool = False) -> str:
+    if markdown:
+        rows = ["| defect | clauses | verdict | caught by |", "|---|---|---|---|"]
+        for r in results:
+            verdict = "ERROR" if r.error else "killed" if r.killed else "SURVIVED"
+            caught = ", ".join(f"`{n.split('::', 1)[-1]}`" for n in r.killed_by[:3])
+            if len(r.killed_by) > 3:
+                caught += f" (+{len(r.killed_by) - 3})"
+            rows.append(f"| `{r.defect}` | {', '.join(r.clauses)} | {verdict} | "
+                        f"{caught or r.error} |")
+        killed = sum(r.killed for r in results)
+        rows.append(f"\n{killed}/{len(results)} defects killed")
+        return "\n".join(rows)
     width = max([len(r.defect) for r in results] + [6])
     lines = [f"{'defect':<{width}}  verdict   caught by"]
     for r in results:
