@@ -120,3 +120,33 @@ def test_journal_of_a_live_agent_is_left_alone(env):
     assert give_back_orphans(sysfs, journal) == []
     assert (tree.state / A).exists()
     held.give_back()
+
+
+def test_no_hugepages_is_one_clear_line(tmp_path):
+    from guest_agent.dma import HugeMemory
+
+    tree = FakeTree(tmp_path, [FakeFunction(A)], hugepages=0)
+    with pytest.raises(AgentError) as info:
+        HugeMemory(16, str(tree.proc))
+    assert info.value.code == "no-hugepages"
+    assert str(info.value) == (
+        f"no free 2 MiB hugepages (HugePages_Free is 0 in {tree.proc}/meminfo): boot the guest "
+        "with hugepages=16 or write 16 to /proc/sys/vm/nr_hugepages")
+
+
+def test_dma_allocations_stay_inside_physically_contiguous_runs():
+    from guest_agent.dma import HUGE_PAGE, DmaMemory
+
+    mem = DmaMemory()
+    pages = {pfn: memoryview(bytearray(HUGE_PAGE)) for pfn in (7, 6, 5, 9)}  # 5-7 and 9
+    mem._set_pages(pages)
+    assert mem.runs == [(5 * HUGE_PAGE, 8 * HUGE_PAGE), (9 * HUGE_PAGE, 10 * HUGE_PAGE)]
+    big = mem.alloc(4 * HUGE_PAGE // 2, 4096)  # 4 MiB: only the first run holds it
+    assert big == 5 * HUGE_PAGE
+    data = bytes(range(256)) * 64
+    mem.write(6 * HUGE_PAGE - 100, data)  # across a page boundary inside the run
+    assert mem.read(6 * HUGE_PAGE - 100, len(data)) == data
+    with pytest.raises(AgentError, match="cannot fit 8388608 bytes"):
+        mem.alloc(8 << 20, 4096)
+    mem.rewind()
+    assert mem.alloc(64, 64) == 5 * HUGE_PAGE
