@@ -25,6 +25,11 @@
 #   QEMU_PREFIX            where 10.0 goes (default /opt/vblk-conformance/qemu-10.0)
 #   QEMU_BACKPORTS_SERIES  the backports version series wanted (default 10.0)
 #   QEMU_BACKPORTS=0       skip the backports build (only 7.2)
+#   APT_ETC                where the apt sources are read (default /etc/apt)
+#   QEMU_CODENAME          the release (default: VERSION_CODENAME of /etc/os-release)
+#
+# bash ci/install-qemu.sh --print-source prints the backports source line it
+# would use, and does nothing else.
 #
 # Exit status: 0 when every requested build is there, 1 otherwise, with one
 # line saying which step failed.
@@ -33,6 +38,9 @@ set -euo pipefail
 SERIES="${QEMU_BACKPORTS_SERIES:-10.0}"
 PREFIX="${QEMU_PREFIX:-/opt/vblk-conformance/qemu-${SERIES}}"
 WANT_BACKPORTS="${QEMU_BACKPORTS:-1}"
+APT_ETC="${APT_ETC:-/etc/apt}"
+PRINT_SOURCE=0
+[ "${1:-}" = "--print-source" ] && PRINT_SOURCE=1
 PACKAGES_10=(qemu-system-x86 qemu-system-common qemu-system-data)
 
 say() { echo "install-qemu: $*"; }
@@ -45,7 +53,9 @@ fi
 export DEBIAN_FRONTEND=noninteractive
 
 # --- QEMU 7.2 from the release itself ------------------------------------------------
-if command -v qemu-system-x86_64 >/dev/null 2>&1 && command -v qemu-storage-daemon >/dev/null 2>&1
+if [ "$PRINT_SOURCE" = 1 ]; then
+    :  # only the backports source line, below
+elif command -v qemu-system-x86_64 >/dev/null 2>&1 && command -v qemu-storage-daemon >/dev/null 2>&1
 then
     say "$(qemu-system-x86_64 --version | head -n1) already installed"
 else
@@ -53,26 +63,26 @@ else
     $SUDO apt-get install -y -q --no-install-recommends qemu-system-x86 qemu-utils
     say "$(qemu-system-x86_64 --version | head -n1) installed"
 fi
-say "QEMU (apt): $(command -v qemu-system-x86_64)"
+[ "$PRINT_SOURCE" = 1 ] || say "QEMU (apt): $(command -v qemu-system-x86_64)"
 
 [ "$WANT_BACKPORTS" = "0" ] && exit 0
 
 # --- QEMU from <codename>-backports into a private prefix ------------------------------
 BIN="$PREFIX/usr/bin/qemu-system-x86_64"
-if [ -x "$BIN" ] && "$BIN" --version >/dev/null 2>&1; then
+if [ "$PRINT_SOURCE" = 0 ] && [ -x "$BIN" ] && "$BIN" --version >/dev/null 2>&1; then
     say "$("$BIN" --version | head -n1) already in $PREFIX"
     say "QEMU $SERIES: $BIN (firmware: -L $PREFIX/usr/share/qemu)"
     exit 0
 fi
 
-codename="$(. /etc/os-release && echo "${VERSION_CODENAME:-}")"
+codename="${QEMU_CODENAME:-$(. /etc/os-release && echo "${VERSION_CODENAME:-}")}"
 [ -n "$codename" ] || die "no VERSION_CODENAME in /etc/os-release (not Debian?)"
 
 # Print "URI KEYRING" of the first enabled 'deb' entry for suite $codename.
 # deb822 stanzas (*.sources) and one-line entries (sources.list, *.list).
 release_source() {
     local f
-    for f in /etc/apt/sources.list.d/*.sources; do
+    for f in "$APT_ETC"/sources.list.d/*.sources; do
         [ -f "$f" ] || continue
         awk -v suite="$codename" '
             function flush() {
@@ -94,7 +104,7 @@ release_source() {
             END { if (!found) flush() }
         ' "$f"
     done
-    for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
+    for f in "$APT_ETC"/sources.list "$APT_ETC"/sources.list.d/*.list; do
         [ -f "$f" ] || continue
         awk -v suite="$codename" '
             $1 != "deb" { next }
@@ -114,18 +124,24 @@ release_source() {
 }
 
 read -r mirror keyring < <(release_source | head -n1) || true
-[ -n "${mirror:-}" ] || die "no 'deb' entry for suite $codename in /etc/apt/sources.list{,.d} \
+[ -n "${mirror:-}" ] || die "no 'deb' entry for suite $codename in $APT_ETC/sources.list{,.d} \
 to build the $codename-backports source from"
 # A keyring that is inline key material (deb822 allows it) cannot go into a one-line entry.
 if [ -n "${keyring:-}" ] && [ ! -f "$keyring" ]; then
     keyring=""
 fi
 
+opts="${keyring:+[signed-by=$keyring] }"
+source_line="deb ${opts}${mirror} ${codename}-backports main"
+if [ "$PRINT_SOURCE" = 1 ]; then
+    echo "$source_line"
+    exit 0
+fi
+
 work="$(mktemp -d /tmp/vbc-backports-XXXXXX)"
 trap 'rm -rf "$work"' EXIT
 mkdir -p "$work/parts" "$work/lists/partial" "$work/cache/archives/partial" "$work/debs"
-opts="${keyring:+[signed-by=$keyring] }"
-echo "deb ${opts}${mirror} ${codename}-backports main" > "$work/sources.list"
+echo "$source_line" > "$work/sources.list"
 APT=(apt-get -q
      -o "Dir::Etc::SourceList=$work/sources.list"
      -o "Dir::Etc::SourceParts=$work/parts"
