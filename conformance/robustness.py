@@ -182,11 +182,16 @@ class DiskProbe:
     before: dict[int, bytes] = field(default_factory=dict)
 
     def read(self, blk: BlkDevice) -> dict[int, bytes]:
+        """Each probe sector with one well-formed IN; one that does not complete
+        exactly (status OK, used length 513, guard bytes intact) raises QueueTimeout."""
         done = blk.submit([read_request(s, S) for s in self.sectors])
         out = {}
         for s, c in zip(self.sectors, done):
-            if c.status != OK:
-                raise QueueTimeout(f"reading probe sector {s} answered {c.status_name}")
+            if c.status != OK or c.used_len != S + 1 or not c.guards_intact:
+                raise QueueTimeout(
+                    f"IN of probe sector {s} completed with {c.status_name}, used len "
+                    f"{c.used_len} (expected OK, {S + 1})"
+                    + ("" if c.guards_intact else ", bytes written outside its buffers"))
             out[s] = c.data
         return out
 
@@ -240,8 +245,8 @@ def health_check(blk: BlkDevice, init: Callable[[], Any], probe: DiskProbe,
         return Health(False, f"the target died or hung during the health check: {exc}",
                       "crash-or-hang")
     except QueueTimeout as exc:
-        return Health(False, f"a well-formed request after reset did not complete: "
-                             f"{str(exc).splitlines()[0]}", "wedged")
+        return Health(False, f"a well-formed request after reset did not complete "
+                             f"correctly: {str(exc).splitlines()[0]}", "wedged")
     if status & spec.STATUS_DEVICE_NEEDS_RESET:
         return Health(False, "the device set DEVICE_NEEDS_RESET for well-formed requests "
                              "after the reset", "wedged")

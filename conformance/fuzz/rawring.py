@@ -233,7 +233,25 @@ def writable_ranges(chain: ChainSpec, arena: Arena) -> list[tuple[int, int]]:
     return out
 
 
+def _covering(chain: ChainSpec, arena: Arena, k: int) -> str:
+    """Which descriptor's range covers arena byte ``k`` without making it writable."""
+    for where, descs in (("descriptor", chain.descs),
+                         *((f"table {t} entry", table) for t, table in enumerate(chain.tables))):
+        for i, d in enumerate(descs):
+            start = arena.desc_addr(d) - arena.base
+            if start <= k < start + (d.length & 0xFFFFFFFF):
+                if d.flags & spec.VIRTQ_DESC_F_INDIRECT:
+                    return (f", inside what {where} {i} (flags {d.flags:#x}) names as an "
+                            f"indirect table, which the device only reads (2.7.5.3.2)")
+                return f", inside {where} {i} (flags {d.flags:#x}), which is device-readable"
+    return ""
+
+
 def _where(chain: ChainSpec, arena: Arena, k: int) -> str:
+    return _place(chain, arena, k) + _covering(chain, arena, k)
+
+
+def _place(chain: ChainSpec, arena: Arena, k: int) -> str:
     for i, (off, n) in enumerate(arena.buffers):
         if off <= k < off + n:
             return (f"buffer {i} at offset {k - off}, which no device-writable descriptor "
@@ -242,8 +260,8 @@ def _where(chain: ChainSpec, arena: Arena, k: int) -> str:
         if off <= k < off + n:
             return f"indirect table {t} at byte {k - off} (the device never writes it)"
     if arena.zone <= k < arena.zone + ALIAS_ZONE:
-        return (f"the guard zone at +{k - arena.zone}, aliased by an address beyond guest "
-                f"memory (the device truncated a DMA address)")
+        return (f"the guard zone at +{k - arena.zone} (where a truncated address beyond guest "
+                f"memory lands)")
     return "guard bytes outside every buffer of the request"
 
 
@@ -377,8 +395,13 @@ class RawQueue:
         return ops
 
     def expected(self, chain: ChainSpec) -> int:
-        """How many used entries a device that accepts everything writes."""
-        return len(packed_lists(chain.descs)) if self.packed else chain.expected_used
+        """How many used entries a device that accepts everything writes: one per
+        packed list, or one per available entry the idx exposes (older entries
+        included when it moves further than the new heads)."""
+        if self.packed:
+            return len(packed_lists(chain.descs))
+        advance = chain.advance & 0xFFFF
+        return advance if advance <= self.size else chain.expected_used
 
     def kick_op(self) -> Op:
         op = self.q.notify
