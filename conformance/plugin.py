@@ -166,7 +166,14 @@ def target(pytestconfig: pytest.Config) -> Iterator[Target]:
 
 @pytest.fixture
 def platform(target: Target, request: pytest.FixtureRequest) -> Iterator[Platform]:
-    plat = target.platform()
+    try:
+        plat = target.platform()
+    except TargetError as exc:
+        if getattr(target, "starts", None) == 0:
+            # The target never came up (e.g. QEMU refused its options): one line, once,
+            # instead of the same error for every case.
+            pytest.exit(str(exc), returncode=4)
+        raise
     try:
         yield plat
     finally:
