@@ -326,10 +326,10 @@ class Robust:
     # --- bring-up ------------------------------------------------------------------------
     def init(self, probe: Iterable[int] = (), **kw: Any) -> BlkDevice:
         self.init_kw = kw
-        self._guard(lambda: self.device.init(**kw))
+        self.guarded(lambda: self.device.init(**kw))
         self.extra_probe = list(probe)
         self.probe = DiskProbe(probe_sectors(self.capacity, self.extra_probe))
-        self._guard(lambda: self.probe.baseline(self.device))
+        self.guarded(lambda: self.probe.baseline(self.device))
         return self.device
 
     @property
@@ -345,7 +345,7 @@ class Robust:
     def send(self, chain: ChainSpec, queue: int = 0, quiet: float | None = None
              ) -> Observation:
         raw = self.raw_queue(queue)
-        return self._guard(lambda: raw.run(chain, quiet))
+        return self.guarded(lambda: raw.run(chain, quiet))
 
     def run(self, chain: ChainSpec, allow: Allowed, *, legal: bool = False,
             check: Callable[[Observation], Sequence[str]] | None = None,
@@ -364,7 +364,9 @@ class Robust:
             raise KeyError(f"sector {sector} is not a probe sector of this case")
         return self.probe.before[sector]
 
-    def _guard(self, action: Callable[[], Any]) -> Any:
+    def guarded(self, action: Callable[[], Any]) -> Any:
+        """Run ``action``; a target that dies or hangs meanwhile ends the case as wedged
+        (crash-or-hang)."""
         try:
             return action()
         except PlatformError as exc:

@@ -360,12 +360,12 @@ def test_same_descriptor_table_in_two_queues(robust):
     raw0, raw1 = RawQueue(blk, 0, robust.quiet), RawQueue(blk, 1, robust.quiet)
     chain = read_chain()
     arena, ops = raw0.place(chain)
-    ops += raw1._ring_ops(chain, arena)
+    ops += raw1.ring_ops(chain, arena)
     ops += [raw0.kick_op(), raw1.kick_op()]
-    robust._guard(lambda: blk.platform.execute(ops))
-    robust._guard(lambda: (raw0.settle(1), raw1.settle(1)))
-    obs0 = robust._guard(lambda: raw0.observe(chain, arena))
-    obs1 = robust._guard(lambda: raw1.observe(chain, arena))
+    robust.guarded(lambda: blk.platform.execute(ops))
+    robust.guarded(lambda: (raw0.settle(1), raw1.settle(1)))
+    obs0 = robust.guarded(lambda: raw0.observe(chain, arena))
+    obs1 = robust.guarded(lambda: raw1.observe(chain, arena))
     robust.raw = raw0
     extra = [] if obs0.needs_reset else robust.judge(obs1, allowed(OK, needs_reset=True,
                                                                    ok_len=S + 1), chain)

@@ -93,9 +93,9 @@ def test_driver_scribbles_on_the_used_ring(robust):
     used = raw.q.layout.device
     junk = struct.pack("<HH", 0xFFFF, (raw.used_idx + 0x1234) & 0xFFFF) + b"\xee" * (
         8 * raw.size) + b"\xdd\xdd"
-    robust._guard(lambda: robust.platform.execute([MemWrite(used, junk)]))
+    robust.guarded(lambda: robust.platform.execute([MemWrite(used, junk)]))
     # The device writes idx = its own count + 1; restore the driver's view of it.
-    robust._guard(lambda: robust.platform.execute(
+    robust.guarded(lambda: robust.platform.execute(
         [MemWrite(used + 2, struct.pack("<H", raw.used_idx))]))
     allow, check = read_ok(robust)
     robust.run(read_chain(), allow, check=check)
@@ -114,7 +114,7 @@ def test_notify_queue_that_is_not_enabled(robust):
     blk.virtio.enable_queue(0)
     blk.virtio.driver_ok()
     raw1 = RawQueue(blk, 1, robust.quiet)
-    obs = robust._guard(lambda: raw1.run(read_chain()))
+    obs = robust.guarded(lambda: raw1.run(read_chain()))
     robust.raw = raw1
     robust.verdict(obs, allowed(unused=True), read_chain())
 
@@ -132,7 +132,7 @@ def test_notify_queue_that_does_not_exist(robust):
     off = t.notify_offset(n)
     bogus = [BarWrite(t.notify.bar, off, 2, n)] if mult == 0 or off + 2 <= bar.size else []
     bogus.append(BarWrite(t.notify.bar, t.notify.offset, 2, 0xFFFF if mult == 0 else 0))
-    robust._guard(lambda: robust.platform.execute(bogus))
+    robust.guarded(lambda: robust.platform.execute(bogus))
     allow, check = read_ok(robust)
     robust.run(read_chain(), allow, check=check)
 
@@ -151,9 +151,9 @@ def test_notification_data_index_wrong(robust, ahead):
     op = raw.kick_op()
     value = op.value & 0xFFFF | ((raw.avail_idx + ahead) & 0xFFFF) << 16  # type: ignore[union-attr]
     ops.append(BarWrite(op.bar, op.off, 4, value))  # type: ignore[union-attr]
-    robust._guard(lambda: blk.platform.execute(ops))
-    robust._guard(lambda: raw.settle(1))
-    obs = robust._guard(lambda: raw.observe(chain, arena))
+    robust.guarded(lambda: blk.platform.execute(ops))
+    robust.guarded(lambda: raw.settle(1))
+    obs = robust.guarded(lambda: raw.observe(chain, arena))
     allow, check = read_ok(robust)
     robust.verdict(obs, replace(allow, needs_reset=True), chain, check=check)
 
@@ -212,7 +212,7 @@ def test_queue_size_the_device_cannot_have(robust, value):
     max_size = blk.virtio.queue_info[0].max_size
     wanted = {"twice-the-maximum": 2 * max_size, "not-a-power-of-2": max_size - 1 or 3,
               "zero": 0, "0xffff": 0xFFFF}[value]
-    problems, size = robust._guard(lambda: configure(robust, wanted))
+    problems, size = robust.guarded(lambda: configure(robust, wanted))
     if not size:
         robust.health_only(extra=problems)
         return
@@ -236,7 +236,7 @@ def test_queue_enabled_at_address_zero(robust):
                 spec.COMMON_Q_AVAILHI, spec.COMMON_Q_USEDLO, spec.COMMON_Q_USEDHI):
         t.queue_write(0, off, 4, 0)
     blk.virtio.enable_queue(0)
-    robust._guard(lambda: blk.virtio.driver_ok())
+    robust.guarded(lambda: blk.virtio.driver_ok())
     robust.health_only()
 
 
@@ -250,7 +250,7 @@ def test_overlapping_rings(robust, overlap):
     blk = robust.init()
     q = blk.queues[0]
     where = q.layout.driver if overlap == "used-on-avail" else q.layout.desc + 16 * 8
-    robust._guard(lambda: configure(robust, None, device=where))
+    robust.guarded(lambda: configure(robust, None, device=where))
     robust.raw = None
     obs = robust.send(read_chain())
     # Writing its own ring parts the driver also wrote the device's used ring, so the
@@ -275,10 +275,10 @@ def test_misaligned_ring(robust, part):
     else:
         base = pool.alloc(spec.split_used_size(size) + 8, 8)
         addr = {"device": base + 2}
-    robust._guard(lambda: robust.platform.execute(
+    robust.guarded(lambda: robust.platform.execute(
         [MemWrite(base, bytes(16 * size + 16 if part == "desc-plus-8"
                               else spec.split_used_size(size) + 8))]))
-    robust._guard(lambda: configure(robust, None, **addr))
+    robust.guarded(lambda: configure(robust, None, **addr))
     robust.raw = None
     allow, check = read_ok(robust)
     obs = robust.send(read_chain())
@@ -292,7 +292,7 @@ def test_ring_beyond_guest_memory(robust, part):
     """A ring part at 2**40, beyond guest memory: the device cannot use the queue and
     refuses (NEEDS_RESET), or leaves the request alone."""
     robust.init()
-    robust._guard(lambda: configure(robust, None, keep_layout=True, **{part: 1 << 40}))
+    robust.guarded(lambda: configure(robust, None, keep_layout=True, **{part: 1 << 40}))
     robust.raw = None
     chain = read_chain()
     # The driver's own copy of the rings stays where it was allocated; the device
@@ -329,10 +329,10 @@ def test_packed_descriptor_not_available(robust, bits):
     _arena, ops = raw.place(hostile)
     written = ops[-2].data  # type: ignore[union-attr]  (the head, written last, then event)
     ops += [raw.kick_op()]
-    robust._guard(lambda: robust.platform.execute(ops))
-    robust._guard(lambda: raw.settle(1))
-    after = robust._guard(lambda: robust.platform.mem_read(desc, 16))
-    status = robust._guard(lambda: robust.device.transport.device_status)
+    robust.guarded(lambda: robust.platform.execute(ops))
+    robust.guarded(lambda: raw.settle(1))
+    after = robust.guarded(lambda: robust.platform.mem_read(desc, 16))
+    status = robust.guarded(lambda: robust.device.transport.device_status)
     problems = []
     if after != written:
         problems.append(f"the device wrote slot {slot}, which was not available (2.8.1)")
@@ -427,8 +427,8 @@ def test_packed_notification_data_wrong(robust, wrong):
         wrap ^= 1
     value = (op.value & 0xFFFF) | (off & 0x7FFF) << 16 | wrap << 31  # type: ignore[union-attr]
     ops.append(BarWrite(op.bar, op.off, 4, value))  # type: ignore[union-attr]
-    robust._guard(lambda: blk.platform.execute(ops))
-    robust._guard(lambda: raw.settle(1))
-    obs = robust._guard(lambda: raw.observe(chain, arena))
+    robust.guarded(lambda: blk.platform.execute(ops))
+    robust.guarded(lambda: raw.settle(1))
+    obs = robust.guarded(lambda: raw.observe(chain, arena))
     allow, check = read_ok(robust)
     robust.verdict(obs, replace(allow, needs_reset=True), chain, check=check)

@@ -70,7 +70,7 @@ def test_driver_ok_without_features_ok(robust):
     """3.1.1: FEATURES_OK comes before DRIVER_OK.  Without it the device may refuse to
     work; if it works, the data is exact; it never shows FEATURES_OK on its own."""
     blk = robust.init()
-    robust._guard(lambda: bring_up(blk, features(blk), features_ok=False))
+    robust.guarded(lambda: bring_up(blk, features(blk), features_ok=False))
     status = blk.transport.device_status
     extra = [f"device_status {spec.status_str(status)} shows FEATURES_OK, which the driver "
              f"never set"] if status & spec.STATUS_FEATURES_OK else []
@@ -88,7 +88,7 @@ def test_driver_ok_after_features_refused(robust):
     unoffered = next((b for b in range(64) if not blk.offered >> b & 1), None)
     if unoffered is None:
         pytest.skip("the device offers every one of the first 64 feature bits")
-    robust._guard(lambda: bring_up(blk, features(blk) | 1 << unoffered))
+    robust.guarded(lambda: bring_up(blk, features(blk) | 1 << unoffered))
     status = blk.transport.device_status
     extra = [] if not status & spec.STATUS_FEATURES_OK else [
         f"FEATURES_OK stuck although feature bit {unoffered} was never offered (2.2.2)"]
@@ -105,7 +105,7 @@ def test_features_changed_after_features_ok(robust, change):
     FEATURES_OK stays set, and requests work (or it refuses with NEEDS_RESET)."""
     blk = robust.init()
     wanted = features(blk)
-    robust._guard(lambda: bring_up(blk, wanted, driver_ok=False))
+    robust.guarded(lambda: bring_up(blk, wanted, driver_ok=False))
     if change == "clear-all":
         later = 0
     elif change == "clear-version-1":
@@ -129,16 +129,16 @@ def test_notify_before_driver_ok(robust):
     """3.1.1: no notification before DRIVER_OK, and the device uses no buffer before it
     (2.1.2).  After DRIVER_OK and a new notification the request completes."""
     blk = robust.init()
-    robust._guard(lambda: bring_up(blk, features(blk), driver_ok=False))
+    robust.guarded(lambda: bring_up(blk, features(blk), driver_ok=False))
     raw = RawQueue(blk, 0, robust.quiet)
     robust.raw = raw
     chain = read_chain()
     early = robust.send(chain)
     problems = robust.judge(early, allowed(unused=True), chain)
     blk.virtio.driver_ok()
-    robust._guard(lambda: blk.platform.execute([raw.kick_op()]))
-    robust._guard(lambda: raw.settle(1, quiet=max(robust.quiet, 1.0)))
-    arena_obs = robust._guard(lambda: raw.observe(chain, _last_arena(raw, chain)))
+    robust.guarded(lambda: blk.platform.execute([raw.kick_op()]))
+    robust.guarded(lambda: raw.settle(1, quiet=max(robust.quiet, 1.0)))
+    arena_obs = robust.guarded(lambda: raw.observe(chain, _last_arena(raw, chain)))
     robust.verdict(arena_obs, allowed(OK, ok_len=S + 1), chain, extra=problems,
                    check=data_is(robust.known(1), "IN after DRIVER_OK"))
 
@@ -162,7 +162,7 @@ def test_status_bits_cleared_or_failed(robust, write):
     value = {"clear-driver-ok": t.device_status & ~spec.STATUS_DRIVER_OK,
              "clear-all-but-acknowledge": spec.STATUS_ACKNOWLEDGE,
              "set-failed": t.device_status | spec.STATUS_FAILED}[write]
-    robust._guard(lambda: setattr(t, "device_status", value))
+    robust.guarded(lambda: setattr(t, "device_status", value))
     allow, check = any_outcome(robust)
     robust.run(read_chain(), allow, check=check)
 
@@ -181,14 +181,14 @@ def test_reset_with_requests_in_flight(robust):
     chain = replace(read_chain(), heads=(0,) * 8)
     arena, ops = raw.place(chain)
     ops.append(raw.kick_op())
-    robust._guard(lambda: blk.platform.execute(ops))
-    robust._guard(lambda: blk.transport.reset())
+    robust.guarded(lambda: blk.platform.execute(ops))
+    robust.guarded(lambda: blk.transport.reset())
     q = blk.queues[0]
     snap = [MemRead(q.layout.device, spec.split_used_size(raw.size)),
             MemRead(arena.base, arena.size)]
-    before = robust._guard(lambda: blk.platform.execute(snap))
+    before = robust.guarded(lambda: blk.platform.execute(snap))
     time.sleep(0.1)
-    after = robust._guard(lambda: blk.platform.execute(snap))
+    after = robust.guarded(lambda: blk.platform.execute(snap))
     extra = [] if before == after else [
         "the device wrote the old used ring or buffers after the reset had completed"]
     robust.health_only(extra=extra, legal=True)
@@ -206,7 +206,7 @@ def test_queue_reset_with_requests_in_flight(robust):
     arena, ops = raw.place(chain)
     ops.append(raw.kick_op())
     t = blk.transport
-    robust._guard(lambda: blk.platform.execute(ops))
+    robust.guarded(lambda: blk.platform.execute(ops))
     t.queue_write(0, spec.COMMON_Q_RESET, 2, 1)
     deadline = time.monotonic() + blk.timeout
     while t.queue_read(0, spec.COMMON_Q_RESET, 2):
@@ -220,13 +220,13 @@ def test_queue_reset_with_requests_in_flight(robust):
     q = blk.queues[0]
     snap = [MemRead(q.layout.device, spec.split_used_size(raw.size)),
             MemRead(arena.base, arena.size)]
-    before = robust._guard(lambda: blk.platform.execute(snap))
+    before = robust.guarded(lambda: blk.platform.execute(snap))
     time.sleep(0.1)
-    after = robust._guard(lambda: blk.platform.execute(snap))
+    after = robust.guarded(lambda: blk.platform.execute(snap))
     if before != after:
         extra.append("the device wrote the old ring or buffers after the queue reset")
     msix = blk.virtio.msix
-    robust._guard(lambda: blk.virtio.setup_queue(
+    robust.guarded(lambda: blk.virtio.setup_queue(
         0, size=16, vector=1 % msix.cap.table_size if msix else None))
     robust.raw = RawQueue(blk, 0, robust.quiet)
     obs = robust.send(read_chain())
@@ -301,7 +301,7 @@ def test_write_to_read_only_field(robust, field):
         write = lambda v: blk.platform.bar_write(t.isr.bar, t.isr.offset, 1, v)  # noqa: E731
     before = read()
     garbage = (~before) & ((1 << (8 * size)) - 1) or 1
-    robust._guard(lambda: write(garbage))
+    robust.guarded(lambda: write(garbage))
     after = read()
     extra = [] if after == before or (field == "isr" and after == 0) else [
         f"{field} reads {after:#x} after the driver wrote {garbage:#x} (it read {before:#x})"]
@@ -353,7 +353,7 @@ def test_queue_address_changed_while_enabled(robust):
     (nothing available there) or refuses."""
     blk = robust.init()
     fresh = blk.virtio.pool.alloc(16 * 16, 16)
-    robust._guard(lambda: blk.platform.mem_write(fresh, bytes(16 * 16)))
+    robust.guarded(lambda: blk.platform.mem_write(fresh, bytes(16 * 16)))
     t = blk.transport
     t.queue_write(0, spec.COMMON_Q_DESCLO, 4, fresh & 0xFFFFFFFF)
     t.queue_write(0, spec.COMMON_Q_DESCHI, 4, fresh >> 32)

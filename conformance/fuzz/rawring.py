@@ -329,10 +329,10 @@ class RawQueue:
         self.arenas.append(base)
         arena = build_arena(chain, base, self.packed, self.bars)
         ops: list[Op] = [MemWrite(base, bytes(arena.image))]
-        ops += self._ring_ops(chain, arena)
+        ops += self.ring_ops(chain, arena)
         return arena, ops
 
-    def _ring_ops(self, chain: ChainSpec, arena: Arena) -> list[Op]:
+    def ring_ops(self, chain: ChainSpec, arena: Arena) -> list[Op]:
         if self.packed:
             return self._packed_ops(chain, arena)
         if len(chain.descs) > self.size:
