@@ -32,7 +32,7 @@ if [ "${#need[@]}" -gt 0 ]; then
     [ "$made_prc" -eq 1 ] && $SUDO rm -f "$prc"
 fi
 
-if ! command -v vng >/dev/null 2>&1; then
+if ! python3 -c 'import virtme_ng' >/dev/null 2>&1 || ! command -v vng >/dev/null 2>&1; then
     python3 -m pip install --quiet --disable-pip-version-check 'virtme-ng>=1.30'
 fi
 

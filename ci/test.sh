@@ -20,6 +20,9 @@ step "install: headless Chromium for the HTML report's browser test"
 bash ci/install-browser.sh \
     || echo "ci/test.sh: warning: Chromium could not be installed; the browser test will be skipped"
 
+step "install: the test VM's kernel, sshd and virtme-ng (qemu-vm target)"
+bash ci/install-vm.sh || die "installing the test VM's packages failed"
+
 step "install: the suite and its test dependencies"
 python3 -m pip install --quiet --disable-pip-version-check -e '.[test]' \
     || die "pip install -e .[test] failed"
@@ -76,7 +79,6 @@ step "conformance: QEMU's virtio-blk-pci in a VM the suite boots, over SSH (qemu
 # the guest agent and stops the VM.  Gated by the qtest baseline of the same
 # QEMU: over SSH every case must end as it does on qtest (INTx is the one
 # thing guest userspace cannot observe: that case is a skip here).
-bash ci/install-vm.sh || die "installing the test VM's packages failed"
 vm_args=(-q --no-results --target-config examples/qemu-vm.yaml)
 if [ -f baselines/qemu-7.2.yaml ]; then
     vm_args+=(--baseline baselines/qemu-7.2.yaml)
