@@ -51,7 +51,7 @@ class Agent:
         selected = self.client.control(p.SELECT, {"serial": "DUT123"})
         return SshPlatform(self.client, selected, timeout=5)
 
-    def wait(self, timeout: float = 10) -> int:
+    def wait(self, timeout: float = 60) -> int:  # generous: CI machines can be loaded
         return self.proc.wait(timeout)
 
     def kill(self) -> None:

@@ -160,7 +160,8 @@ def test_no_qemu_outlives_the_suite(mode, sig):
     try:
         pid_text, workdir = child.stdout.readline().split()
         qemu_pid = int(pid_text)
-        assert running(qemu_pid)
+        if mode == "wait":  # an exiting child may already have taken QEMU with it
+            assert running(qemu_pid)
         if sig is not None:
             child.send_signal(sig)
         child.wait(60)
