@@ -9,7 +9,8 @@ Reports, for QEMU's virtio-blk-pci in a qemu-vm (TCG unless --kvm):
 - SSH round trips per 1,000 requests (512-byte reads, queue size 8: two
   requests per burst, as in the wraparound case) and requests per second
   through the agent, plus 4 KiB reads on a 256-entry queue;
-- the 65,536-request wraparound case over SSH;
+- the 65,536-request wraparound case over SSH, per queue size (8: two
+  requests per burst; 2 and 1: one request per burst, latency-bound);
 - with --catalogue, the wall time of the whole catalogue on qemu-vm (boot
   included) and on qtest with the same QEMU and -device string;
 - with --codec, the cost of the protocol's binary batch encoding against the
@@ -139,9 +140,11 @@ def main() -> int:
                 path = os.path.join(d, "vm.yaml")
                 with open(path, "w") as f:
                     json.dump({"kind": "ssh", "name": "bench", **vm.ssh_options()}, f)
-                wall, rc = run_cli(["--target-config", path, "-k", "test_index_wraparound"])
-            print(f"wraparound case over SSH (65,563 requests, connect included): {wall:.1f} s, "
-                  f"exit status {rc}")
+                for qsize in (8, 2, 1):
+                    wall, rc = run_cli(["--target-config", path, "-k",
+                                        f"test_index_wraparound and {qsize}"])
+                    print(f"wraparound case over SSH, queue size {qsize} (65,536+ requests, "
+                          f"connect included): {wall:.1f} s, exit status {rc}")
     finally:
         vm.stop()
     if args.catalogue:

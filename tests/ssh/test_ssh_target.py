@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 
 import pytest
@@ -125,12 +126,13 @@ def test_authentication_failure(server, tmp_path):
 def test_no_python_in_the_guest(server, key_file, tmp_path):
     kh = tmp_path / "known_hosts"
     kh.write_text(server.known_hosts_line())
-    # mktemp answers "command not found" too: the first exec already fails.
-    server.exec_answer = (127, "bash: line 1: mktemp: command not found\n")
+    server.exec_answer = (127, "bash: line 1: python3: command not found\n")
     s = spec(host="127.0.0.1", port=server.port, serial="X", key_file=key_file,
              known_hosts=str(kh))
     with pytest.raises(TargetError) as info:
         open_session(s, 5)
-    assert str(info.value) == (f"ssh 127.0.0.1:{server.port}: cannot create a directory for the "
-                               "agent in the guest's /tmp: bash: line 1: mktemp: command not "
-                               "found")
+    assert str(info.value) == (f"ssh 127.0.0.1:{server.port}: no python3 in the guest "
+                               "(bash: line 1: python3: command not found); the agent needs "
+                               "python3")
+    # The uploaded agent was removed again.
+    assert os.listdir(os.path.join(server.root, "tmp")) == []

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import secrets
 import shlex
 import socket
+import stat
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,6 +48,7 @@ class Session:
     stream: ChannelStream
     client: AgentClient
     remote_dir: str
+    sftp: paramiko.SFTPClient | None = None
     selected: dict[str, Any] = field(default_factory=dict)
 
     def close(self, give_back: bool = True) -> str:
@@ -54,9 +57,13 @@ class Session:
         if give_back and not self.client.lost:
             with contextlib.suppress(AgentLost, AgentRequestError):
                 note = self.client.control(p.BYE, what="giving the device back").get("note", "")
+                self.stream.exit_status(5.0)  # it exits right after answering
         self.stream.close()
-        with contextlib.suppress(Exception):
-            _run(self.ssh, f"rm -rf {shlex.quote(self.remote_dir)}", 10.0)
+        if self.sftp is not None:
+            with contextlib.suppress(Exception):
+                remove_agent(self.sftp, self.remote_dir)
+            with contextlib.suppress(Exception):
+                self.sftp.close()
         with contextlib.suppress(Exception):
             self.ssh.close()
         return note
@@ -116,34 +123,43 @@ def connect(spec: SshSpec) -> paramiko.SSHClient:
     return ssh
 
 
-def _run(ssh: paramiko.SSHClient, command: str, timeout: float) -> tuple[int, str, str]:
-    _, out, err = ssh.exec_command(command, timeout=timeout)
-    status = out.channel.recv_exit_status()
-    return status, out.read().decode("utf-8", "replace"), err.read().decode("utf-8", "replace")
+def upload_agent(ssh: paramiko.SSHClient, where: str) -> tuple[paramiko.SFTPClient, str]:
+    """Copy the agent into a fresh directory over SFTP; return the SFTP client and directory.
 
-
-def upload_agent(ssh: paramiko.SSHClient, where: str) -> str:
-    """Copy the agent into a fresh directory; return that directory."""
-    status, out, err = _run(ssh, "mktemp -d /tmp/vblk-agent.XXXXXX", 30.0)
-    if status != 0 or not out.strip():
-        raise TargetError(f"ssh {where}: cannot create a directory for the agent in the guest's "
-                          f"/tmp: {err.strip() or f'exit status {status}'}")
-    remote = out.strip()
+    Everything goes through SFTP (no shell): each exec session in a TCG guest
+    costs a login shell, seconds with a heavy ~/.bashrc.
+    """
     try:
         sftp = ssh.open_sftp()
     except paramiko.SSHException as exc:
         raise TargetError(f"ssh {where}: SFTP is not available in the guest ({exc}); the agent "
                           "is uploaded over SFTP") from None
+    remote = f"/tmp/vblk-agent.{secrets.token_hex(6)}"
     try:
-        sftp.mkdir(f"{remote}/guest_agent")
+        sftp.mkdir(remote, 0o700)
+        sftp.mkdir(f"{remote}/guest_agent", 0o700)
         for name, data in agent_files():
             with sftp.open(f"{remote}/guest_agent/{name}", "wb") as f:
                 f.write(data)
     except OSError as exc:
-        raise TargetError(f"ssh {where}: uploading the agent to {remote} failed: {exc}") from None
-    finally:
         sftp.close()
-    return remote
+        raise TargetError(f"ssh {where}: uploading the agent to {remote} in the guest failed: "
+                          f"{exc}") from None
+    return sftp, remote
+
+
+def remove_agent(sftp: paramiko.SFTPClient, remote: str) -> None:
+    """Remove the uploaded agent (its files, __pycache__ and directories)."""
+    def rm_tree(path: str) -> None:
+        for entry in sftp.listdir_attr(path):
+            child = f"{path}/{entry.filename}"
+            if stat.S_ISDIR(entry.st_mode or 0):
+                rm_tree(child)
+            else:
+                sftp.remove(child)
+        sftp.rmdir(path)
+
+    rm_tree(remote)
 
 
 def start_agent(ssh: paramiko.SSHClient, spec: SshSpec, remote: str,
@@ -153,8 +169,11 @@ def start_agent(ssh: paramiko.SSHClient, spec: SshSpec, remote: str,
     command = (f"cd {shlex.quote(remote)} && exec {sudo}{shlex.quote(spec.python)} -s -m "
                f"guest_agent.agent --idle-timeout {spec.agent_idle_timeout:g} "
                f"--hugepages {spec.hugepages}")
-    channel = ssh.get_transport().open_session()
-    channel.exec_command(command)
+    try:
+        channel = ssh.get_transport().open_session()
+        channel.exec_command(command)
+    except paramiko.SSHException as exc:
+        raise TargetError(f"ssh {where}: cannot run the agent in the guest: {exc}") from None
     stream = ChannelStream(channel)
     client = AgentClient(stream, timeout)
     try:
@@ -180,12 +199,19 @@ def open_session(spec: SshSpec, timeout: float) -> Session:
     where = f"{spec.host}:{spec.port}"
     ssh = connect(spec)
     try:
-        remote = upload_agent(ssh, where)
-        stream, client = start_agent(ssh, spec, remote, timeout)
+        sftp, remote = upload_agent(ssh, where)
     except BaseException:
         ssh.close()
         raise
-    session = Session(ssh, stream, client, remote)
+    try:
+        stream, client = start_agent(ssh, spec, remote, timeout)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            remove_agent(sftp, remote)
+        sftp.close()
+        ssh.close()
+        raise
+    session = Session(ssh, stream, client, remote, sftp)
     try:
         session.selected = client.control(
             p.SELECT, {"pci": spec.pci, "serial": spec.serial}, timeout=max(timeout, 60.0),

@@ -69,6 +69,11 @@ def guest_script(lifetime: float) -> str:
     and route; where DHCP already did, these commands change nothing.
     """
     return ("IP=$(command -v ip || echo busybox ip); "
+            # The guest shares the host's /root: its .bashrc (e.g. a pyenv set-up)
+            # would run in every SSH session, seconds each under TCG.  Blank the
+            # guest's view of it (a bind mount inside the guest only).
+            "[ -f /root/.bashrc ] && : > /run/vblk-bashrc && "
+            "mount --bind /run/vblk-bashrc /root/.bashrc; "
             "for n in /sys/class/net/*; do d=${n##*/}; [ \"$d\" = lo ] && continue; "
             "$IP link set \"$d\" up; $IP addr add 10.0.2.15/24 dev \"$d\" 2>/dev/null; done; "
             "$IP route add default via 10.0.2.2 2>/dev/null; "
