@@ -80,7 +80,7 @@ def fuzz(spec: TargetSpec, seconds: float, seed: int, out: Path | None,
     if quiet is None:
         # The reference device answers inside the notification write; a real one
         # gets a moment before a request counts as left alone.
-        quiet = 0.0 if spec.kind == "reference" else 0.05
+        quiet = 0.0 if spec.kind == "reference" else 0.1
     report = FuzzReport()
     start = time.monotonic()
     deadline = start + seconds
