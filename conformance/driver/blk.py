@@ -307,6 +307,30 @@ class BlkDevice:
         g = len(GUARD)
         return MemRead(prep.writable_addr - g, prep.request.writable_len + 2 * g)
 
+    def _fill_burst(self, todo: list[tuple[int, BlkRequest]], q: Virtqueue, queue: int,
+                    ops: list[Op]) -> list[tuple[int, _Prepared]]:
+        """Take requests from the end of ``todo`` while the ring has room for them.
+
+        Their fill and add ops are appended to ``ops``; a request that can never
+        fit the queue is an error rather than an endless loop.
+        """
+        burst: list[tuple[int, _Prepared]] = []
+        while todo:
+            i, req = todo[-1]
+            r_split, w_split = req.buffer_lengths()
+            needed = 1 if req.indirect else len(r_split) + len(w_split)
+            if q.num_free() < needed:
+                break
+            todo.pop()
+            prep, fill = self._prepare(req)
+            ops += fill
+            ops += q.add(prep.buffers, (i, prep), indirect=req.indirect)
+            burst.append((i, prep))
+        if not burst:
+            raise ValueError(f"request {todo[-1][0]} needs more descriptors than queue "
+                             f"{queue} has ({q.size})")
+        return burst
+
     def submit(self, requests: Sequence[BlkRequest], queue: int = 0,
                timeout: float | None = None) -> list[BlkCompletion]:
         """Send ``requests`` on ``queue`` in bursts that fit the ring.
@@ -322,21 +346,7 @@ class BlkDevice:
         todo.reverse()
         while todo:
             ops: list[Op] = []
-            burst: list[tuple[int, _Prepared]] = []
-            while todo:
-                i, req = todo[-1]
-                r_split, w_split = req.buffer_lengths()
-                needed = 1 if req.indirect else len(r_split) + len(w_split)
-                if q.num_free() < needed:
-                    break
-                todo.pop()
-                prep, fill = self._prepare(req)
-                ops += fill
-                ops += q.add(prep.buffers, (i, prep), indirect=req.indirect)
-                burst.append((i, prep))
-            if not burst:
-                raise ValueError(f"request {todo[-1][0]} needs more descriptors than queue "
-                                 f"{queue} has ({q.size})")
+            burst = self._fill_burst(todo, q, queue, ops)
             ops += q.publish()
             ops += q.kick()
             wait = q.wait_ops(len(burst), timeout)
@@ -394,22 +404,9 @@ class BlkDevice:
             bursts: list[tuple[list[tuple[int, _Prepared]], int, int, DeferredUse]] = []
             planned = planned_bytes = 0
             while todo and planned < BATCH_REQUESTS and planned_bytes < BATCH_BYTES:
-                burst: list[tuple[int, _Prepared]] = []
-                while todo:
-                    i, req = todo[-1]
-                    r_split, w_split = req.buffer_lengths()
-                    needed = 1 if req.indirect else len(r_split) + len(w_split)
-                    if q.num_free() < needed:
-                        break
-                    todo.pop()
-                    prep, fill = self._prepare(req)
-                    ops += fill
-                    ops += q.add(prep.buffers, (i, prep), indirect=req.indirect)
-                    burst.append((i, prep))
-                    planned_bytes += len(req.readable) + req.writable_len
-                if not burst:
-                    raise ValueError(f"request {todo[-1][0]} needs more descriptors than queue "
-                                     f"{queue} has ({q.size})")
+                burst = self._fill_burst(todo, q, queue, ops)
+                planned_bytes += sum(len(p.request.readable) + p.request.writable_len
+                                     for _, p in burst)
                 ops += q.publish()
                 ops += q.kick()
                 wait = q.wait_ops(len(burst), timeout)
