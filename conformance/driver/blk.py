@@ -9,9 +9,11 @@ data, whether guard bytes around the buffers survived) and the cases judge.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import gc
 import struct
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 from conformance import spec
@@ -67,9 +69,12 @@ class BlkConfig:
         return self.u16(spec.BLK_CFG_NUM_QUEUES)
 
 
+_HEADER = struct.Struct("<IIQ")  # le32 type, le32 reserved, le64 sector
+
+
 def pack_header(type_: int, sector: int = 0, reserved: int = 0) -> bytes:
     """struct virtio_blk_req's driver-readable header (5.2.6)."""
-    return struct.pack("<IIQ", type_, reserved, sector)
+    return _HEADER.pack(type_, reserved, sector)
 
 
 def pack_segment(sector: int, num_sectors: int, flags: int = 0) -> bytes:
@@ -109,6 +114,17 @@ class BlkRequest:
         return self.read_len + 1
 
     def buffer_lengths(self) -> tuple[list[int], list[int]]:
+        _, r, w = self.layout()
+        return r, w
+
+    def layout(self) -> tuple[bytes, list[int], list[int]]:
+        """The readable bytes and the descriptor lengths of both parts."""
+        if self.header is None and self.readable_split is None and self.writable_split is None:
+            # the default layout (nearly every request): nothing to check
+            data = self.data
+            r = [_HEADER.size, len(data)] if data else [_HEADER.size]
+            w = [self.read_len, 1] if self.read_len else [1]
+            return _HEADER.pack(self.type, self.reserved, self.sector) + data, r, w
         readable = self.readable
         if self.readable_split is not None:
             r = list(self.readable_split)
@@ -122,7 +138,7 @@ class BlkRequest:
         if sum(r) != len(readable) or sum(w) != self.writable_len:
             raise ValueError(f"descriptor split {r}/{w} does not cover "
                              f"{len(readable)}/{self.writable_len} bytes")
-        return r, w
+        return readable, r, w
 
 
 @dataclass
@@ -165,6 +181,26 @@ def segments_request(type_: int, segments: Sequence[tuple[int, int, int]], **kw)
     return BlkRequest(type_, data=b"".join(pack_segment(*s) for s in segments), **kw)
 
 
+@contextlib.contextmanager
+def _cyclic_gc_paused() -> Iterator[None]:
+    """Hold off Python's cycle collector while requests are in flight.
+
+    A submission builds a dozen small objects per request and keeps the
+    completions; the collector's passes over that growing heap cost about a
+    third of the in-process request rate (measured with
+    benchmarks/bench_reference.py).  None of these objects form cycles, so
+    reference counting frees them all the same; the collector resumes after.
+    """
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
 @functools.lru_cache(maxsize=64)
 def _poisoned_region(length: int) -> bytes:
     """Guard, ``length`` poison bytes, guard: what a writable buffer holds before the device."""
@@ -174,9 +210,10 @@ def _poisoned_region(length: int) -> bytes:
 @dataclass
 class _Prepared:
     request: BlkRequest
-    readable_addr: int
+    readable_addr: int  # also the start of the one pool block holding both parts
     writable_addr: int  # address of the first writable byte (after the front guard)
     buffers: list[Buffer] = field(default_factory=list)
+    size: int = 0  # readable plus writable bytes, for the batch's DMA budget
 
 
 #: What :meth:`BlkDevice.post` hands back for each request: an opaque handle.
@@ -261,43 +298,46 @@ class BlkDevice:
         raise QueueTimeout(f"config_generation kept changing over {retries} reads (2.5.1)")
 
     # --- requests -------------------------------------------------------------------
-    def _prepare(self, req: BlkRequest) -> tuple[_Prepared, list[Op]]:
-        pool = self.virtio.pool
-        r_split, w_split = req.buffer_lengths()
-        readable = req.readable
-        r_addr = pool.alloc(len(readable), 16)
+    def _prepare(self, req: BlkRequest, layout: tuple[bytes, list[int], list[int]] | None = None
+                 ) -> tuple[_Prepared, list[Op]]:
+        """Place one request in DMA memory: one pool block, one write.
+
+        The block holds the readable part, padding to 16 bytes, then the
+        writable part between two guards (poisoned, so untouched bytes show).
+        """
+        readable, r_split, w_split = req.layout() if layout is None else layout
+        g = len(GUARD)
         w_total = req.writable_len
-        w_block = pool.alloc(w_total + 2 * len(GUARD), 16)
-        w_addr = w_block + len(GUARD)
-        ops: list[Op] = [
-            MemWrite(r_addr, readable),
-            MemWrite(w_block, _poisoned_region(w_total)),
-        ]
-        prep = _Prepared(req, r_addr, w_addr)
-        pos = 0
+        r_len = len(readable)
+        gap = -r_len % 16
+        block = self.virtio.pool.alloc(r_len + gap + w_total + 2 * g, 16)
+        w_addr = block + r_len + gap + g
+        fill = readable + bytes(gap) + _poisoned_region(w_total) if gap else \
+            readable + _poisoned_region(w_total)
+        prep = _Prepared(req, block, w_addr, size=r_len + w_total)
+        buffers = prep.buffers
+        pos = block
         for n in r_split:
-            prep.buffers.append(Buffer(r_addr + pos, n, False))
+            buffers.append(Buffer(pos, n, False))
             pos += n
-        pos = 0
+        pos = w_addr
         for n in w_split:
-            prep.buffers.append(Buffer(w_addr + pos, n, True))
+            buffers.append(Buffer(pos, n, True))
             pos += n
-        return prep, ops
+        return prep, [MemWrite(block, fill)]
 
     def _release(self, prep: _Prepared) -> None:
         self.virtio.pool.free(prep.readable_addr)
-        self.virtio.pool.free(prep.writable_addr - len(GUARD))
 
     def _complete(self, prep: _Prepared, used: UsedElem, region: bytes,
                   queue: int) -> BlkCompletion:
         g = len(GUARD)
-        body = region[g:-g]
         self._release(prep)
         return BlkCompletion(
             request=prep.request,
-            status=body[-1],
+            status=region[-g - 1],
             used_len=used.length,
-            data=bytes(body[:-1]),
+            data=bytes(region[g:-g - 1]),
             guards_intact=region[:g] == GUARD and region[-g:] == GUARD,
             id=used.id,
             queue=queue,
@@ -317,12 +357,12 @@ class BlkDevice:
         burst: list[tuple[int, _Prepared]] = []
         while todo:
             i, req = todo[-1]
-            r_split, w_split = req.buffer_lengths()
-            needed = 1 if req.indirect else len(r_split) + len(w_split)
+            layout = req.layout()
+            needed = 1 if req.indirect else len(layout[1]) + len(layout[2])
             if q.num_free() < needed:
                 break
             todo.pop()
-            prep, fill = self._prepare(req)
+            prep, fill = self._prepare(req, layout)
             ops += fill
             ops += q.add(prep.buffers, (i, prep), indirect=req.indirect)
             burst.append((i, prep))
@@ -339,8 +379,14 @@ class BlkDevice:
         """
         timeout = self.timeout if timeout is None else timeout
         q = self.queues[queue]
-        if isinstance(q, SplitQueue) and q.in_flight == 0:
-            return self._submit_batched(requests, q, queue, timeout)
+        with _cyclic_gc_paused():
+            if isinstance(q, SplitQueue) and q.in_flight == 0:
+                return self._submit_batched(requests, q, queue, timeout)
+            return self._submit_bursts(requests, q, queue, timeout)
+
+    def _submit_bursts(self, requests: Sequence[BlkRequest], q: Virtqueue, queue: int,
+                       timeout: float) -> list[BlkCompletion]:
+        """:meth:`submit` one burst per round trip (any ring, chains may be in flight)."""
         results: list[BlkCompletion | None] = [None] * len(requests)
         todo = list(enumerate(requests))
         todo.reverse()
@@ -405,8 +451,7 @@ class BlkDevice:
             planned = planned_bytes = 0
             while todo and planned < BATCH_REQUESTS and planned_bytes < BATCH_BYTES:
                 burst = self._fill_burst(todo, q, queue, ops)
-                planned_bytes += sum(len(p.request.readable) + p.request.writable_len
-                                     for _, p in burst)
+                planned_bytes += sum(p.size for _, p in burst)
                 ops += q.publish()
                 ops += q.kick()
                 wait = q.wait_ops(len(burst), timeout)

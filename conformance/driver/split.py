@@ -13,6 +13,8 @@ from conformance.driver.virtqueue import Buffer, QueueLayout, UsedElem, Virtqueu
 
 _DESC = struct.Struct("<QIHH")  # addr, len, flags, next (2.7.5)
 _USED_ELEM = struct.Struct("<II")  # id, len (2.7.8)
+_F_NEXT = spec.VIRTQ_DESC_F_NEXT
+_F_WRITE = spec.VIRTQ_DESC_F_WRITE
 
 
 def pack_desc(addr: int, length: int, flags: int, next_: int) -> bytes:
@@ -101,13 +103,26 @@ class SplitQueue(Virtqueue):
             if len(buffers) > len(self.free):
                 raise ValueError(f"chain of {len(buffers)} does not fit {len(self.free)} free "
                                  "descriptors")
-            descs = [self.free.pop() for _ in buffers]
-            for i, (d, b) in enumerate(zip(descs, buffers)):
-                last = i + 1 == len(buffers)
-                flags = (spec.VIRTQ_DESC_F_WRITE if b.writable else 0) | (
-                    0 if last else spec.VIRTQ_DESC_F_NEXT)
-                ops.append(self.desc_op(d, b.addr, b.length, flags, 0 if last else descs[i + 1]))
+            free = self.free
+            n = len(buffers)
+            descs = free[:-n - 1:-1]  # what n pop()s would hand out, in that order
+            del free[-n:]
             head = descs[0]
+            pack = _DESC.pack
+            packed = []
+            for i in range(n - 1):
+                b = buffers[i]
+                packed.append(pack(b.addr, b.length, _F_WRITE | _F_NEXT if b.writable else _F_NEXT,
+                                   descs[i + 1]))
+            b = buffers[-1]
+            packed.append(pack(b.addr, b.length, _F_WRITE if b.writable else 0, 0))
+            table_base = self.layout.desc
+            if descs[-1] - head == n - 1 and descs == list(range(head, head + n)):
+                # consecutive descriptors (the usual case): one write for the chain
+                ops.append(MemWrite(table_base + spec.VIRTQ_DESC_SIZE * head, b"".join(packed)))
+            else:
+                ops += [MemWrite(table_base + spec.VIRTQ_DESC_SIZE * d, raw)
+                        for d, raw in zip(descs, packed)]
         self.chains[head] = (descs, table, token)
         ops.append(self.avail_entry_op(self.avail_idx, head))
         self.avail_idx += 1

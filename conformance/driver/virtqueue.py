@@ -16,7 +16,7 @@ from conformance.driver.dma import DmaPool
 from conformance.driver.platform import MemWrite, Op, Platform, PollTimeout
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built for every request (see platform.py)
 class Buffer:
     """One element of a scatter-gather list (2.6.4 Message Framing)."""
 
@@ -25,7 +25,7 @@ class Buffer:
     writable: bool
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class UsedElem:
     """A used ring entry as the device wrote it: buffer id and written length."""
 
