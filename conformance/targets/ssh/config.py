@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from conformance.targets.base import TargetConfigError
+from conformance.targets.keys import Keys
 
 _BDF = re.compile(r"^([0-9a-fA-F]{4}:)?[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]$")
 
@@ -79,34 +79,9 @@ class SshSpec:
 
 def ssh_spec_from_mapping(m: Mapping[str, Any], where: str, *,
                           extra_keys: tuple[str, ...] = ()) -> SshSpec:
-    def fail(key: str, problem: str) -> TargetConfigError:
-        return TargetConfigError(f"{where}: {key}: {problem}")
-
-    for key in m:
-        if key not in KEYS and key not in extra_keys:
-            raise fail(str(key), f"unknown key (known keys: {', '.join(sorted(KEYS))})")
-
-    def string(key: str, default: str | None) -> str | None:
-        v = m.get(key, default)
-        if v is None:
-            return None
-        if not isinstance(v, str) or not v.strip():
-            raise fail(key, f"expected a non-empty string ({KEYS[key]}), got {v!r}")
-        return v.strip()
-
-    def number(key: str, default: float, lo: float, integer: bool = False) -> float:
-        v = m.get(key, default)
-        if isinstance(v, bool) or not isinstance(v, int | float) or v < lo or (
-                integer and v != int(v)):
-            kind = "an integer" if integer else "a number"
-            raise fail(key, f"expected {kind} >= {lo:g} ({KEYS[key]}), got {v!r}")
-        return v
-
-    def flag(key: str) -> bool:
-        v = m.get(key, False)
-        if not isinstance(v, bool):
-            raise fail(key, f"expected true or false, got {v!r}")
-        return v
+    keys = Keys(m, where, KEYS)
+    keys.check_known(extra_keys)
+    fail, string, number = keys.fail, keys.string, keys.number
 
     def path(key: str) -> str | None:
         v = string(key, None)
@@ -140,8 +115,8 @@ def ssh_spec_from_mapping(m: Mapping[str, Any], where: str, *,
         raise fail("port", f"expected a port number up to 65535, got {port}")
     return SshSpec(
         host=host, port=int(port), user=string("user", "root"), key_file=key_file,
-        known_hosts=known_hosts, accept_new_host_key=flag("accept_new_host_key"),
-        sudo=flag("sudo"), pci=pci, serial=serial,
+        known_hosts=known_hosts, accept_new_host_key=keys.flag("accept_new_host_key"),
+        sudo=keys.flag("sudo"), pci=pci, serial=serial,
         connect_timeout=float(number("connect_timeout", 10.0, 0.1)),
         python=string("python", "python3"),
         hugepages=int(number("hugepages", 16, 1, integer=True)),

@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from conformance.targets.base import TargetConfigError
+from conformance.targets.keys import Keys
 from conformance.targets.qtest.config import parse_size, split_options
 
 DEFAULT_DEVICE = "virtio-blk-pci,disable-legacy=on,serial=VMDUT0001"
@@ -78,26 +78,9 @@ class VmSpec:
 
 
 def vm_spec_from_mapping(m: Mapping[str, Any], where: str) -> VmSpec:
-    def fail(key: str, problem: str) -> TargetConfigError:
-        return TargetConfigError(f"{where}: {key}: {problem}")
-
-    for key in m:
-        if key not in KEYS:
-            raise fail(str(key), f"unknown key (known keys: {', '.join(sorted(KEYS))})")
-
-    def string(key: str, default: str) -> str:
-        v = m.get(key, default)
-        if not isinstance(v, str) or not v.strip():
-            raise fail(key, f"expected a non-empty string ({KEYS[key]}), got {v!r}")
-        return v.strip()
-
-    def number(key: str, default: float, lo: float, integer: bool = False) -> float:
-        v = m.get(key, default)
-        if isinstance(v, bool) or not isinstance(v, int | float) or v < lo or (
-                integer and v != int(v)):
-            raise fail(key, f"expected {'an integer' if integer else 'a number'} >= {lo:g} "
-                            f"({KEYS[key]}), got {v!r}")
-        return v
+    keys = Keys(m, where, KEYS)
+    keys.check_known()
+    fail, string, number = keys.fail, keys.string, keys.number  # defaults: never None
 
     def size(key: str, default: int | str, lo: int) -> int:
         v = m.get(key, default)
