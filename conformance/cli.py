@@ -48,13 +48,13 @@ def pytest_args_for_run(args: argparse.Namespace, extra: Sequence[str]) -> list[
 def cmd_run(args: argparse.Namespace, extra: Sequence[str]) -> int:
     import pytest
 
-    from conformance.targets import TargetConfigError, TargetError, load_target_file, open_target
+    from conformance.targets import TargetConfigError, TargetError, check_target, load_target_file
 
     if args.target_config and len(args.target_config) > 1:
         return reports.run_many(args, extra)
     if args.target_config:
         try:
-            open_target(load_target_file(args.target_config[0])).close()
+            check_target(load_target_file(args.target_config[0]))
         except (TargetConfigError, TargetError) as exc:
             return _fail(str(exc))
     reports.check_baselines(args.baseline or [])

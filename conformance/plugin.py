@@ -75,7 +75,8 @@ def pytest_configure(config: pytest.Config) -> None:
                    "out with -m 'not robustness')")
     try:
         spec = target_spec_from_options(config)
-        # Building a target only checks its options; nothing starts before the first case.
+        # Building a target checks its options; only qemu-vm starts something here
+        # (its VM, so that a boot failure is one line before any case).
         config.stash[_TARGET_KEY] = open_target(spec)
         config.stash[_SPEC_KEY] = spec
     except (TargetConfigError, TargetError) as exc:

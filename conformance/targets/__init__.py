@@ -44,7 +44,27 @@ def open_target(spec: TargetSpec) -> Target:
     return KINDS[spec.kind](spec)
 
 
+def check_target(spec: TargetSpec) -> None:
+    """Check a target's options without starting anything; TargetConfigError if wrong.
+
+    Every kind but qemu-vm starts nothing before its first case, so building
+    one and closing it is the check.  qemu-vm boots its VM when built, so only
+    its options, its kernel and its QEMU binary are checked here (a boot failure
+    is reported when the run opens it).
+    """
+    if spec.kind == "qemu-vm":
+        from conformance.targets.vm.config import vm_spec_from_mapping
+        from conformance.targets.vm.machine import preflight
+
+        try:
+            preflight(vm_spec_from_mapping(spec.options, spec.where))
+        except TargetError as exc:
+            raise TargetConfigError(f"{spec.where}: {exc}") from None
+        return
+    open_target(spec).close()
+
+
 __all__ = [
     "KINDS", "Target", "TargetConfigError", "TargetError", "TargetSpec",
-    "load_target_file", "open_target", "spec_from_mapping",
+    "check_target", "load_target_file", "open_target", "spec_from_mapping",
 ]

@@ -91,3 +91,24 @@ def test_vm_stop_on_a_directory_without_state(tmp_path):
 
     with pytest.raises(TargetError, match=f"vm stop: no VM state in {tmp_path}/state.json"):
         stop_saved(str(tmp_path))
+
+
+def test_run_checks_a_qemu_vm_file_without_booting(tmp_path, monkeypatch):
+    """`vblk-conformance run` checks the file first; for qemu-vm that must not boot a VM
+    (the run itself boots one), and a missing QEMU is one line naming the file."""
+    from conformance.targets import check_target, load_target_file
+    from conformance.targets.vm import machine
+
+    def no_boot(self):
+        raise AssertionError("check_target booted a VM")
+
+    monkeypatch.setattr(machine.VirtualMachine, "start", no_boot)
+    good = tmp_path / "good.yaml"
+    good.write_text("kind: qemu-vm\nname: vm\nkernel: /proc/version\nqemu: /bin/true\n")
+    check_target(load_target_file(str(good)))
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("kind: qemu-vm\nname: vm\nkernel: /proc/version\nqemu: /nonexistent/qemu\n")
+    with pytest.raises(TargetConfigError) as exc:
+        check_target(load_target_file(str(bad)))
+    assert str(exc.value).startswith(f"{bad}")
+    assert "QEMU binary not found: /nonexistent/qemu" in str(exc.value)

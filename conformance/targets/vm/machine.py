@@ -92,6 +92,17 @@ def newest_kernel(pattern: str) -> str:
     return kernel
 
 
+def preflight(spec: VmSpec) -> tuple[str, str]:
+    """(kernel, QEMU binary) for ``spec``, checked before anything boots; TargetError if not."""
+    kernel = newest_kernel(spec.kernel)
+    try:
+        qemu = resolve_binary(spec.qemu)
+    except TargetStartError as exc:
+        raise TargetError(f"qemu-vm: {exc}") from None
+    vng_command()
+    return kernel, qemu
+
+
 def vng_command() -> list[str]:
     """virtme-ng's entry point, run by this interpreter (its virtme-run must be on PATH)."""
     try:
@@ -200,11 +211,7 @@ class VirtualMachine:
     # --- start / stop --------------------------------------------------------------------
     def start(self) -> VirtualMachine:
         spec = self.spec
-        self.kernel = newest_kernel(spec.kernel)
-        try:
-            self.qemu = resolve_binary(spec.qemu)
-        except TargetStartError as exc:
-            raise TargetError(f"qemu-vm: {exc}") from None
+        self.kernel, self.qemu = preflight(spec)
         os.makedirs(self.home, exist_ok=True)
         create_pattern_file(self.disk, spec.disk_size)
         self.kvm = self._choose_kvm()
