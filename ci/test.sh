@@ -76,22 +76,32 @@ done
 
 step "conformance: QEMU's virtio-blk-pci in a VM the suite boots, over SSH (qemu-vm)"
 # Boots the host's kernel with virtme-ng under TCG, runs the catalogue through
-# the guest agent and stops the VM.  Gated by the qtest baseline of the same
-# QEMU: over SSH every case must end as it does on qtest (INTx is the one
-# thing guest userspace cannot observe: that case is a skip here).
-vm_args=(-q --no-results --target-config examples/qemu-vm.yaml)
-if [ -f baselines/qemu-7.2.yaml ]; then
-    vm_args+=(--baseline baselines/qemu-7.2.yaml)
-    timeout 1800 vblk-conformance run "${vm_args[@]}"
-    rc=$?
-    [ "$rc" -eq 0 ] || die "qemu-vm (ssh) does not match baselines/qemu-7.2.yaml (exit status $rc)"
-else
-    # Without a baseline QEMU's known deviations fail cases (exit 1); anything
-    # else (no VM, no agent, a crash) fails the step.
-    timeout 1800 vblk-conformance run "${vm_args[@]}"
-    rc=$?
-    [ "$rc" -le 1 ] || die "qemu-vm (ssh) run broke (exit status $rc)"
-fi
+# the guest agent and stops the VM; QEMU 7.2, then 10.0 when it is installed.
+# Gated by the qtest baseline of the same QEMU: over SSH every case must end
+# as it does on qtest (INTx is the one thing guest userspace cannot observe:
+# that case is a skip here).
+for pair in qemu-vm:qemu-7.2 qemu-vm-10.0:qemu-10.0; do
+    vm_target=${pair%%:*}
+    baseline=baselines/${pair#*:}.yaml
+    qemu=$(sed -n 's/^qemu: *//p' "examples/$vm_target.yaml")
+    if ! command -v "$qemu" >/dev/null; then
+        [ "$vm_target" = qemu-vm ] && die "$qemu is missing (ci/install-qemu.sh)"
+        echo "ci/test.sh: $qemu is not installed; $vm_target is skipped"
+        continue
+    fi
+    vm_args=(-q --no-results --target-config "examples/$vm_target.yaml")
+    if [ -f "$baseline" ]; then
+        timeout 1800 vblk-conformance run "${vm_args[@]}" --baseline "$baseline"
+        rc=$?
+        [ "$rc" -eq 0 ] || die "$vm_target (ssh) does not match $baseline (exit status $rc)"
+    else
+        # Without a baseline QEMU's known deviations fail cases (exit 1); anything
+        # else (no VM, no agent, a crash) fails the step.
+        timeout 1800 vblk-conformance run "${vm_args[@]}"
+        rc=$?
+        [ "$rc" -le 1 ] || die "$vm_target (ssh) run broke (exit status $rc)"
+    fi
+done
 leftover=$(pgrep -f 'virtme_ng.run|qemu-system-x86_64 -name virtme' || true)
 [ -z "$leftover" ] || die "qemu-vm left processes behind: $leftover"
 [ -z "$(ls -d /tmp/vblk-vm-* 2>/dev/null)" ] || die "qemu-vm left its directory behind"

@@ -40,6 +40,7 @@ KEYS = {
     "kvm": "off, on or auto",
     "hugepages": "2 MiB hugepages for the agent's DMA memory",
     "lifetime": "seconds after which the guest powers off by itself",
+    "spare": "keep a second VM booted, so a case that hangs QEMU costs seconds, not a boot",
 }
 
 
@@ -55,6 +56,7 @@ class VmSpec:
     kvm: str = "off"
     hugepages: int = 16
     lifetime: float = 7200.0
+    spare: bool = True
 
     @property
     def serial(self) -> str:
@@ -119,5 +121,5 @@ def vm_spec_from_mapping(m: Mapping[str, Any], where: str) -> VmSpec:
         memory=f"{memory >> 20}M", cpus=int(number("cpus", 1, 1, integer=True)),
         kernel=string("kernel", "/boot/vmlinuz-*"),
         boot_timeout=float(number("boot_timeout", 180.0, 5)), kvm=kvm, hugepages=hugepages,
-        lifetime=float(number("lifetime", 7200.0, 60)),
+        lifetime=float(number("lifetime", 7200.0, 60)), spare=keys.flag("spare", True),
     )

@@ -161,6 +161,7 @@ class VirtualMachine:
         self.qemu = ""
         self.boot_seconds = 0.0
         self.kvm_probe = ""
+        self._t0 = 0.0
         self._reaper: subprocess.Popen | None = None
 
     # --- command line -------------------------------------------------------------------
@@ -173,7 +174,11 @@ class VirtualMachine:
                 "-qmp", f"unix:{self.qmp_path},server=on,wait=off",
                 # No sound: q35's PC speaker would otherwise make QEMU probe audio
                 # driver modules (QEMU 10.0 in a prefix aborts on 7.2's audio-pa.so).
-                "-audiodev", "none,id=vblknoaudio", "-machine", "pcspk-audiodev=vblknoaudio"]
+                "-audiodev", "none,id=vblknoaudio", "-machine", "pcspk-audiodev=vblknoaudio",
+                # No default devices: q35's empty default DVD drive makes SeaBIOS
+                # 1.16 wait 32 s for an AHCI command timeout under QEMU 10.0
+                # (QEMU 7.2 answers at once); virtme-ng names every device it needs.
+                "-nodefaults"]
         data_dir = prefix_data_dir(self.qemu)
         if data_dir:
             opts += ["-L", data_dir]
@@ -210,13 +215,25 @@ class VirtualMachine:
 
     # --- start / stop --------------------------------------------------------------------
     def start(self) -> VirtualMachine:
+        """Boot the VM and wait until its sshd and QEMU's monitor answer."""
+        return self.launch().wait_ready()
+
+    def launch(self, kvm: bool | None = None) -> VirtualMachine:
+        """Start booting and return at once; :meth:`wait_ready` waits for the guest.
+
+        ``kvm`` is a decision already taken (by an earlier VM of the same spec),
+        so a second VM does not run the KVM boot probe again.
+        """
         spec = self.spec
         self.kernel, self.qemu = preflight(spec)
         os.makedirs(self.home, exist_ok=True)
         create_pattern_file(self.disk, spec.disk_size)
-        self.kvm = self._choose_kvm()
+        if kvm is None:
+            self.kvm = self._choose_kvm()
+        else:
+            self.kvm, self.kvm_probe = kvm, f"{'KVM' if kvm else 'TCG'}, as the first VM"
         self.port = free_port()
-        t0 = time.monotonic()
+        self._t0 = time.monotonic()
         cmd = self.command(self.kvm, guest_script(spec.lifetime), self.port)
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
@@ -225,14 +242,21 @@ class VirtualMachine:
         if not self.detach:
             _running.add(self)
             self._reaper = start_reaper(self.proc.pid, self.workdir)
+        return self
+
+    def wait_ready(self) -> VirtualMachine:
+        """Wait (boot_timeout from the launch) for sshd and QMP; stop the VM if they fail."""
+        if self.proc is None:
+            raise TargetError("qemu-vm: wait_ready() on a VM that was not launched")
         try:
-            self._wait_for_ssh(t0)
+            self._wait_for_ssh(self._t0)
             self._write_known_hosts()
             self._connect_qmp()
         except BaseException:
             self.stop()
             raise
-        self.boot_seconds = time.monotonic() - t0
+        # For a spare VM launched long before it is needed, this is an upper bound.
+        self.boot_seconds = time.monotonic() - self._t0
         self.save_state()
         return self
 
@@ -362,14 +386,18 @@ class VirtualMachine:
                  "workdir": self.workdir, "ssh": self.ssh_options(), "facts": self.facts()}
         Path(self.workdir, STATE_FILE).write_text(json.dumps(state, indent=1))
 
-    def stop(self) -> None:
-        """End the VM's process group and remove its directory; idempotent."""
+    def stop(self, grace: float = 3.0) -> None:
+        """End the VM's process group and remove its directory; idempotent.
+
+        SIGTERM first, SIGKILL after ``grace`` seconds (a hung QEMU never
+        answers SIGTERM, so there is no point waiting long for one).
+        """
         _running.discard(self)
         if self.qmp is not None:
             self.qmp.close()
             self.qmp = None
         if self.proc is not None:
-            kill_group(self.proc.pid)
+            kill_group(self.proc.pid, grace)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.proc.wait(5)
             self.proc = None
