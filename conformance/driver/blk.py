@@ -312,8 +312,7 @@ class BlkDevice:
         gap = -r_len % 16
         block = self.virtio.pool.alloc(r_len + gap + w_total + 2 * g, 16)
         w_addr = block + r_len + gap + g
-        fill = readable + bytes(gap) + _poisoned_region(w_total) if gap else \
-            readable + _poisoned_region(w_total)
+        fill = readable + bytes(gap) + _poisoned_region(w_total)
         prep = _Prepared(req, block, w_addr, size=r_len + w_total)
         buffers = prep.buffers
         pos = block
