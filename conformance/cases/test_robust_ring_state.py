@@ -36,6 +36,20 @@ def read_ok(robust, sector: int = 1):
     return allowed(OK, ok_len=S + 1), data_is(robust.known(sector), f"IN of sector {sector}")
 
 
+def notify_with_data(robust, raw, chain, arena, ops: list, high: int) -> None:
+    """Run ``ops`` (which place ``chain``), notify with notification data whose upper
+    16 bits are ``high`` (4.1.5.2; the queue index stays in the lower 16) and judge:
+    the read is served exactly, or the device refuses with NEEDS_RESET."""
+    op = raw.kick_op()
+    value = op.value & 0xFFFF | (high & 0xFFFF) << 16  # type: ignore[union-attr]
+    ops.append(BarWrite(op.bar, op.off, 4, value))  # type: ignore[union-attr]
+    robust.guarded(lambda: robust.platform.execute(ops))
+    robust.guarded(lambda: raw.settle(1))
+    obs = robust.guarded(lambda: raw.observe(chain, arena))
+    allow, check = read_ok(robust)
+    robust.verdict(obs, replace(allow, needs_reset=True), chain, check=check)
+
+
 # --- the available ring ------------------------------------------------------------------
 
 
@@ -144,18 +158,11 @@ def test_notification_data_index_wrong(robust, ahead):
     """With VIRTIO_F_NOTIFICATION_DATA the notification names a next available index
     ``ahead`` past the real one.  The index in memory is what counts; the device may
     also refuse the inconsistent notification."""
-    blk = robust.init(require=[spec.VIRTIO_F_NOTIFICATION_DATA])
+    robust.init(require=[spec.VIRTIO_F_NOTIFICATION_DATA])
     raw = robust.raw_queue()
     chain = read_chain()
     arena, ops = raw.place(chain)
-    op = raw.kick_op()
-    value = op.value & 0xFFFF | ((raw.avail_idx + ahead) & 0xFFFF) << 16  # type: ignore[union-attr]
-    ops.append(BarWrite(op.bar, op.off, 4, value))  # type: ignore[union-attr]
-    robust.guarded(lambda: blk.platform.execute(ops))
-    robust.guarded(lambda: raw.settle(1))
-    obs = robust.guarded(lambda: raw.observe(chain, arena))
-    allow, check = read_ok(robust)
-    robust.verdict(obs, replace(allow, needs_reset=True), chain, check=check)
+    notify_with_data(robust, raw, chain, arena, ops, raw.avail_idx + ahead)
 
 
 # --- queue configuration ---------------------------------------------------------------------
@@ -415,20 +422,13 @@ def test_packed_notification_data_wrong(robust, wrong):
     """2.8.16: a packed notification names the next descriptor not yet available; this
     one names another (or the other lap).  The ring itself is what counts; the device
     may also refuse."""
-    blk = robust.init(packed=True, require=[spec.VIRTIO_F_NOTIFICATION_DATA])
+    robust.init(packed=True, require=[spec.VIRTIO_F_NOTIFICATION_DATA])
     raw = robust.raw_queue()
     chain = packed_read()
     arena, ops = raw.place(chain)
-    op = raw.kick_op()
     off, wrap = raw.avail_slot, int(raw.avail_wrap)
     if wrong == "offset-ahead":
         off = (off + 5) % raw.size
     else:
         wrap ^= 1
-    value = (op.value & 0xFFFF) | (off & 0x7FFF) << 16 | wrap << 31  # type: ignore[union-attr]
-    ops.append(BarWrite(op.bar, op.off, 4, value))  # type: ignore[union-attr]
-    robust.guarded(lambda: blk.platform.execute(ops))
-    robust.guarded(lambda: raw.settle(1))
-    obs = robust.guarded(lambda: raw.observe(chain, arena))
-    allow, check = read_ok(robust)
-    robust.verdict(obs, replace(allow, needs_reset=True), chain, check=check)
+    notify_with_data(robust, raw, chain, arena, ops, (off & 0x7FFF) | wrap << 15)
