@@ -83,18 +83,21 @@ class QemuVmTarget(Target):
         self.vm.stop(grace=0.5)  # most often QEMU is hung: it will not exit on SIGTERM
         if old is not None:
             old.close(give_back=False)
-        spare, self._spare = self._spare, None
         try:
-            if spare is not None:
-                try:
-                    self.vm, self.ssh = self._boot(spare)
-                except TargetError:
-                    spare = None  # a spare that did not come up: boot another
-            if spare is None:
-                self.vm, self.ssh = self._boot(VirtualMachine(self.spec).launch(kvm=kvm))
+            self.vm, self.ssh = self._next_vm(kvm)
         except TargetError as exc:
             raise PlatformError(f"rebooting the test VM failed: {exc}") from None
         self._launch_spare(kvm)
+
+    def _next_vm(self, kvm: bool) -> tuple[VirtualMachine, SshTarget]:
+        """The spare if it comes up, else a VM booted now."""
+        spare, self._spare = self._spare, None
+        if spare is not None:
+            try:
+                return self._boot(spare)
+            except TargetError:
+                pass  # the spare did not come up (and is stopped): boot another
+        return self._boot(VirtualMachine(self.spec).launch(kvm=kvm))
 
     @classmethod
     def from_spec(cls, spec: TargetSpec) -> QemuVmTarget:
