@@ -36,18 +36,16 @@ def read_ok(robust, sector: int = 1):
     return allowed(OK, ok_len=S + 1), data_is(robust.known(sector), f"IN of sector {sector}")
 
 
-def notify_with_data(robust, raw, chain, arena, ops: list, high: int) -> None:
+def notify_with_data(robust, raw, chain, arena, ops: list, high: int):
     """Run ``ops`` (which place ``chain``), notify with notification data whose upper
-    16 bits are ``high`` (4.1.5.2; the queue index stays in the lower 16) and judge:
-    the read is served exactly, or the device refuses with NEEDS_RESET."""
+    16 bits are ``high`` (4.1.5.2; the queue index stays in the lower 16), and return
+    what the device did with the chain."""
     op = raw.kick_op()
     value = op.value & 0xFFFF | (high & 0xFFFF) << 16  # type: ignore[union-attr]
     ops.append(BarWrite(op.bar, op.off, 4, value))  # type: ignore[union-attr]
     robust.guarded(lambda: robust.platform.execute(ops))
     robust.guarded(lambda: raw.settle(1))
-    obs = robust.guarded(lambda: raw.observe(chain, arena))
-    allow, check = read_ok(robust)
-    robust.verdict(obs, replace(allow, needs_reset=True), chain, check=check)
+    return robust.guarded(lambda: raw.observe(chain, arena))
 
 
 # --- the available ring ------------------------------------------------------------------
@@ -162,7 +160,10 @@ def test_notification_data_index_wrong(robust, ahead):
     raw = robust.raw_queue()
     chain = read_chain()
     arena, ops = raw.place(chain)
-    notify_with_data(robust, raw, chain, arena, ops, raw.avail_idx + ahead)
+    obs = notify_with_data(robust, raw, chain, arena, ops, raw.avail_idx + ahead)
+    # served exactly, or refused with NEEDS_RESET
+    allow, check = read_ok(robust)
+    robust.verdict(obs, replace(allow, needs_reset=True), chain, check=check)
 
 
 # --- queue configuration ---------------------------------------------------------------------
@@ -431,4 +432,7 @@ def test_packed_notification_data_wrong(robust, wrong):
         off = (off + 5) % raw.size
     else:
         wrap ^= 1
-    notify_with_data(robust, raw, chain, arena, ops, (off & 0x7FFF) | wrap << 15)
+    obs = notify_with_data(robust, raw, chain, arena, ops, (off & 0x7FFF) | wrap << 15)
+    # served exactly, or refused with NEEDS_RESET
+    allow, check = read_ok(robust)
+    robust.verdict(obs, replace(allow, needs_reset=True), chain, check=check)
